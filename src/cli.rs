@@ -1,0 +1,236 @@
+//! Command line: `serve`, `check`, `models` and `init`.
+#![allow(clippy::print_stdout, reason = "the CLI's reports are its output")]
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::ConfigError;
+use crate::hub::{self, Hub};
+use crate::registry::{Registry, Status};
+
+#[derive(Parser)]
+#[command(name = "llmhub", version, about = "A configuration-driven LLM gateway")]
+struct Cli {
+    /// The hub.toml to read; providers.d/ and tools.d/ are found beside it.
+    #[arg(long, short, global = true, env = "LLMHUB_CONFIG", default_value = "hub.toml")]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the OpenAI-compatible API, reloading the files when they change.
+    Serve,
+    /// Validate the configuration and print every error.
+    Check,
+    /// List providers and models, active or not and why.
+    Models,
+    /// Write a starter configuration into a folder.
+    Init {
+        /// Where to write hub.toml and providers.d/.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve => serve(&cli.config),
+        Command::Check => check(&cli.config),
+        Command::Models => models(&cli.config),
+        Command::Init { dir } => init(&dir),
+    }
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // stderr only: stdout belongs to MCP's stdio transport.
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn print_errors(errors: &[ConfigError]) {
+    for e in errors {
+        eprintln!("{e}");
+    }
+    eprintln!(
+        "error: {} problem{} in the configuration",
+        errors.len(),
+        if errors.len() == 1 { "" } else { "s" }
+    );
+}
+
+fn serve(config: &Path) -> ExitCode {
+    init_logging();
+    let hub = match Hub::load(config) {
+        Ok(hub) => hub,
+        Err(errors) => {
+            print_errors(&errors);
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let registry = hub.snapshot();
+        let listen = registry.settings.listen;
+        let listener = match tokio::net::TcpListener::bind(listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("error: cannot listen on {listen} (server.listen in {}): {e}", config.display());
+                return ExitCode::FAILURE;
+            }
+        };
+        let _watch = match crate::reload::watch(hub.clone()) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch the configuration folder; hot reload is off");
+                None
+            }
+        };
+        tracing::info!(
+            address = %listen,
+            generation = registry.generation,
+            providers = registry.providers.len(),
+            active = registry.providers.values().filter(|p| p.is_active()).count(),
+            "llmhub serving"
+        );
+        drop(registry);
+        match crate::http::serve(listener, hub, shutdown_signal()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: server stopped: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down; finishing requests in flight");
+}
+
+fn check(config: &Path) -> ExitCode {
+    match hub::load_registry(config, 1) {
+        Ok(r) => {
+            println!("{}: {}", config.display(), summary(&r));
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            print_errors(&errors);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn summary(r: &Registry) -> String {
+    let active = r.providers.values().filter(|p| p.is_active()).count();
+    let models: usize = r.providers.values().map(|p| p.models.len()).sum();
+    format!(
+        "ok: {} providers ({active} active), {models} models, {} groups, {} tools",
+        r.providers.len(),
+        r.groups.len(),
+        r.tools.len()
+    )
+}
+
+fn models(config: &Path) -> ExitCode {
+    let r = match hub::load_registry(config, 1) {
+        Ok(r) => r,
+        Err(errors) => {
+            print_errors(&errors);
+            return ExitCode::FAILURE;
+        }
+    };
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    for p in r.providers.values() {
+        let status = match &p.status {
+            Status::Active => "active".to_string(),
+            Status::Inactive(why) => format!("inactive: {why}"),
+        };
+        let _ = writeln!(out, "{} ({} adapter) {status}", p.name, p.adapter.as_str());
+        for m in &p.models {
+            let mut line = format!("  {}/{}", p.name, m.id);
+            if p.default_model.as_deref() == Some(m.id.as_str()) {
+                line.push_str("  [default]");
+            }
+            if !m.aliases.is_empty() {
+                line.push_str(&format!("  aliases: {}", m.aliases.join(", ")));
+            }
+            let _ = writeln!(out, "{line}");
+        }
+        if let Some(f) = &p.fallback_to {
+            let _ = writeln!(out, "  falls back to: {f}");
+        }
+    }
+    for (name, chain) in &r.groups {
+        let chain: Vec<String> = chain.iter().map(|t| format!("{}/{}", t.provider, t.model)).collect();
+        let _ = writeln!(out, "group {name}: {}", chain.join(" → "));
+    }
+    let _ = writeln!(out, "{}", summary(&r));
+    // A closed pipe (`llmhub models | head`) is not an error worth a panic.
+    let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), out.as_bytes());
+    ExitCode::SUCCESS
+}
+
+const STARTER: [(&str, &str); 3] = [
+    ("hub.toml", include_str!("../hub.toml")),
+    ("providers.d/echo.toml", include_str!("../providers.d/echo.toml")),
+    ("providers.d/openai.toml", include_str!("../providers.d/openai.toml")),
+];
+
+fn init(dir: &Path) -> ExitCode {
+    for (name, _) in STARTER {
+        let path = dir.join(name);
+        if path.exists() {
+            eprintln!("error: {} exists already; nothing was written", path.display());
+            return ExitCode::FAILURE;
+        }
+    }
+    for (name, text) in STARTER {
+        let path = dir.join(name);
+        let written = path
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| std::fs::write(&path, text));
+        if let Err(e) = written {
+            eprintln!("error: cannot write {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+        println!("wrote {}", path.display());
+    }
+    println!("next: llmhub serve --config {}", dir.join("hub.toml").display());
+    ExitCode::SUCCESS
+}

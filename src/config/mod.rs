@@ -1,0 +1,460 @@
+//! Raw configuration: serde types of the files on disk and loading a folder tree.
+//!
+//! Nothing here touches the network or tokio. Loading never stops at the first
+//! problem: every file is read, every top-level key of a broken file is tried on
+//! its own, and all errors come back together with file, line, column and key.
+
+mod error;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer};
+
+pub use error::{ConfigError, SourceFile, line_col};
+
+pub const PROVIDERS_DIR: &str = "providers.d";
+pub const TOOLS_DIR: &str = "tools.d";
+pub const SERVERS_DIR: &str = "servers.d";
+pub const DOTENV: &str = ".env";
+
+/// `hub.toml`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawHub {
+    pub server: RawServer,
+    pub routing: RawRouting,
+    pub groups: BTreeMap<String, Vec<String>>,
+    pub mcp: RawMcp,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawServer {
+    pub listen: Option<String>,
+    pub api_keys_env: Vec<String>,
+    pub max_body_bytes: Option<u64>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRouting {
+    pub default_model: Option<String>,
+    pub timeout_s: Option<f64>,
+    pub retries: Option<u32>,
+    pub backoff_ms: Option<u64>,
+    pub circuit_breaker: RawCircuitBreaker,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawCircuitBreaker {
+    pub failures: Option<u32>,
+    pub cooldown_s: Option<f64>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawMcp {
+    pub http_path: Option<String>,
+    pub tool_separator: Option<String>,
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AdapterKind {
+    Openai,
+    Anthropic,
+    Gemini,
+    Echo,
+}
+
+impl AdapterKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Openai => "openai",
+            Self::Anthropic => "anthropic",
+            Self::Gemini => "gemini",
+            Self::Echo => "echo",
+        }
+    }
+}
+
+/// Where a provider's `system_prompt` goes when the request already has a system message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SystemPromptMode {
+    /// Put the provider's text first inside the existing system message.
+    #[default]
+    Merge,
+    /// Always add a separate system message at the start.
+    Prepend,
+}
+
+/// `providers.d/NAME.toml`. Every field is optional here; what is required is
+/// checked by the registry so that a missing key is reported with the others.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawProvider {
+    pub adapter: Option<AdapterKind>,
+    pub base_url: Option<String>,
+    pub env_key: Option<String>,
+    pub default_model: Option<String>,
+    pub fallback_to: Option<String>,
+    pub timeout_s: Option<f64>,
+    pub retries: Option<u32>,
+    pub headers: BTreeMap<String, String>,
+    pub system_prompt: Option<String>,
+    pub system_prompt_mode: SystemPromptMode,
+    pub models: RawModels,
+    pub enabled: Option<bool>,
+}
+
+/// `models = ["a", "b"]` or `[models.a]` tables with metadata.
+#[derive(Debug, Default, Clone)]
+pub struct RawModels(pub Vec<(String, RawModel)>);
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawModel {
+    pub aliases: Vec<String>,
+    pub context_tokens: Option<u64>,
+    pub max_output_tokens: Option<u64>,
+    pub cost_input_per_1m: Option<f64>,
+    pub cost_output_per_1m: Option<f64>,
+    pub capabilities: Vec<String>,
+}
+
+impl<'de> Deserialize<'de> for RawModels {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = RawModels;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a list of model ids or a table of [models.ID] tables")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<RawModels, A::Error> {
+                let mut out = Vec::new();
+                while let Some(id) = seq.next_element::<String>()? {
+                    out.push((id, RawModel::default()));
+                }
+                Ok(RawModels(out))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<RawModels, A::Error> {
+                let mut out = Vec::new();
+                while let Some((id, model)) = map.next_entry::<String, RawModel>()? {
+                    out.push((id, model));
+                }
+                Ok(RawModels(out))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+/// `tools.d/NAME.toml`: a prompt tool.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawTool {
+    pub description: Option<String>,
+    pub model: Option<String>,
+    pub temperature: Option<f64>,
+    pub max_tokens: Option<u64>,
+    pub timeout_s: Option<f64>,
+    pub system: Option<String>,
+    pub prompt: Option<String>,
+    pub input: Option<serde_json::Value>,
+    pub output: Option<serde_json::Value>,
+}
+
+/// One parsed file: its name (the file stem), its source for error positions, and its content.
+pub struct Parsed<T> {
+    pub name: String,
+    pub source: SourceFile,
+    pub raw: T,
+}
+
+/// Everything read from one configuration folder.
+pub struct ConfigTree {
+    pub hub_path: PathBuf,
+    pub dir: PathBuf,
+    pub hub: Parsed<RawHub>,
+    pub providers: Vec<Parsed<RawProvider>>,
+    pub tools: Vec<Parsed<RawTool>>,
+    /// Files that exist but could not be parsed; references to them are not reported again.
+    pub broken: BTreeSet<String>,
+    pub dotenv: BTreeMap<String, String>,
+    /// Hash of every file read, so an event that changed nothing can be ignored.
+    pub fingerprint: u64,
+}
+
+/// What loading produced: the tree (when hub.toml itself could be read) and every error met.
+pub struct Loaded {
+    pub tree: Option<ConfigTree>,
+    pub errors: Vec<ConfigError>,
+}
+
+/// Reads hub.toml and the `.d` folders beside it.
+pub fn load(hub_path: &Path) -> Loaded {
+    let mut errors = Vec::new();
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    // An empty parent (for `hub.toml`) keeps file names in messages short and relative.
+    let dir = hub_path.parent().unwrap_or(Path::new("")).to_path_buf();
+
+    let Some(hub) = parse_file::<RawHub>(hub_path, &mut errors, &mut hasher) else {
+        return Loaded { tree: None, errors };
+    };
+    let mut broken = BTreeSet::new();
+    let providers = parse_dir::<RawProvider>(&dir.join(PROVIDERS_DIR), &mut errors, &mut broken, &mut hasher);
+    let tools = parse_dir::<RawTool>(&dir.join(TOOLS_DIR), &mut errors, &mut broken, &mut hasher);
+    let dotenv = read_dotenv(&dir.join(DOTENV), &mut errors, &mut hasher);
+
+    Loaded {
+        tree: Some(ConfigTree {
+            hub_path: hub_path.to_path_buf(),
+            dir,
+            hub,
+            providers,
+            tools,
+            broken,
+            dotenv,
+            fingerprint: hasher.finish(),
+        }),
+        errors,
+    }
+}
+
+fn parse_dir<T: DeserializeOwned + Default>(
+    dir: &Path,
+    errors: &mut Vec<ConfigError>,
+    broken: &mut BTreeSet<String>,
+    hasher: &mut impl Hasher,
+) -> Vec<Parsed<T>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
+        Err(e) => {
+            errors.push(ConfigError::whole_file(dir, format!("cannot read folder: {e}")));
+            return Vec::new();
+        }
+    };
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| is_config_file(p))
+        .collect();
+    paths.sort();
+    let mut out = Vec::new();
+    for path in paths {
+        match parse_file::<T>(&path, errors, hasher) {
+            Some(parsed) => out.push(parsed),
+            None => {
+                broken.insert(file_stem(&path));
+            }
+        }
+    }
+    out
+}
+
+/// A `.toml` file that is not hidden or an editor's temporary copy.
+pub fn is_config_file(path: &Path) -> bool {
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return false;
+    };
+    !name.starts_with('.') && name.ends_with(".toml") && path.is_file()
+}
+
+fn file_stem(path: &Path) -> String {
+    path.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Parses one file; on a schema error, retries each top-level key alone so that
+/// every bad key is reported, not only the first one serde meets.
+fn parse_file<T: DeserializeOwned + Default>(
+    path: &Path,
+    errors: &mut Vec<ConfigError>,
+    hasher: &mut impl Hasher,
+) -> Option<Parsed<T>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) => {
+            errors.push(ConfigError::whole_file(path, format!("cannot read file: {e}")));
+            return None;
+        }
+    };
+    path.hash(hasher);
+    text.hash(hasher);
+    let doc = match toml_edit::Document::parse(text.clone()) {
+        Ok(doc) => doc,
+        Err(e) => {
+            errors.push(ConfigError {
+                file: path.to_path_buf(),
+                position: e.span().map(|s| line_col(&text, s.start)),
+                key: String::new(),
+                message: format!("invalid TOML: {}", e.message().trim_end()),
+            });
+            return None;
+        }
+    };
+    let source = SourceFile {
+        path: path.to_path_buf(),
+        text,
+        doc,
+    };
+    match toml_edit::de::from_document::<T>(source.doc.clone()) {
+        Ok(raw) => Some(Parsed {
+            name: file_stem(path),
+            source,
+            raw,
+        }),
+        Err(first) => {
+            let mut found = Vec::new();
+            for (key, item) in source.doc.as_table().iter() {
+                let mut single = toml_edit::DocumentMut::new();
+                single.as_table_mut().insert(key, item.clone());
+                if let Err(e) = toml_edit::de::from_document::<T>(single) {
+                    let err = match (e.span(), unknown_field(e.message())) {
+                        // Serde knows no place for an unknown key: find the key itself.
+                        (None, Some(field)) => {
+                            let mut path = vec![key.to_string()];
+                            if field != key {
+                                find_key(item, field, &mut path);
+                            }
+                            let path: Vec<&str> = path.iter().map(String::as_str).collect();
+                            source.error_at_key(&path, e.message().trim_end_matches('.'))
+                        }
+                        _ => source.error_from_de(&e),
+                    };
+                    if !found.contains(&err) {
+                        found.push(err);
+                    }
+                }
+            }
+            if found.is_empty() {
+                found.push(source.error_from_de(&first));
+            }
+            errors.extend(found);
+            None
+        }
+    }
+}
+
+fn unknown_field(message: &str) -> Option<&str> {
+    message.strip_prefix("unknown field `")?.split('`').next()
+}
+
+/// Extends `path` down to the first key named `name` below `item`.
+fn find_key(item: &toml_edit::Item, name: &str, path: &mut Vec<String>) -> bool {
+    let children: Vec<(String, toml_edit::Item)> = match item {
+        toml_edit::Item::Table(t) => t.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
+        toml_edit::Item::Value(toml_edit::Value::InlineTable(t)) => t
+            .iter()
+            .map(|(k, v)| (k.to_string(), toml_edit::Item::Value(v.clone())))
+            .collect(),
+        _ => return false,
+    };
+    for (k, v) in children {
+        path.push(k.clone());
+        if k == name || find_key(&v, name, path) {
+            return true;
+        }
+        path.pop();
+    }
+    false
+}
+
+/// `KEY=value` lines; blank lines and `#` comments are skipped, quotes around values removed.
+fn read_dotenv(path: &Path, errors: &mut Vec<ConfigError>, hasher: &mut impl Hasher) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return out,
+        Err(e) => {
+            errors.push(ConfigError::whole_file(path, format!("cannot read file: {e}")));
+            return out;
+        }
+    };
+    text.hash(hasher);
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let line = line.strip_prefix("export ").unwrap_or(line);
+        let Some((key, value)) = line.split_once('=') else {
+            errors.push(ConfigError {
+                file: path.to_path_buf(),
+                position: Some((i + 1, 1)),
+                key: String::new(),
+                message: "expected KEY=value".to_string(),
+            });
+            continue;
+        };
+        let value = value.trim();
+        let value = value
+            .strip_prefix('"')
+            .and_then(|v| v.strip_suffix('"'))
+            .or_else(|| value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
+            .unwrap_or(value);
+        out.insert(key.trim().to_string(), value.to_string());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let path = dir.join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("mkdir");
+        }
+        std::fs::write(&path, text).expect("write");
+        path
+    }
+
+    #[test]
+    fn every_bad_key_of_a_file_is_reported_with_its_place() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let hub = write(dir.path(), "hub.toml", "");
+        write(
+            dir.path(),
+            "providers.d/p.toml",
+            "base_url = \"http://x\"\nbse_url = 1\ntimeout_s = \"slow\"\n",
+        );
+        let loaded = load(&hub);
+        let text: Vec<String> = loaded.errors.iter().map(|e| e.to_string()).collect();
+        assert_eq!(text.len(), 2, "{text:?}");
+        assert!(text[0].contains("p.toml:2:1: bse_url: unknown field `bse_url`"), "{text:?}");
+        assert!(text[1].contains("p.toml:3:13: timeout_s: invalid type"), "{text:?}");
+        assert!(loaded.tree.is_some_and(|t| t.broken.contains("p")));
+    }
+
+    #[test]
+    fn models_take_the_short_and_the_long_form() {
+        let short: RawProvider = toml_edit::de::from_str("models = [\"a\", \"b\"]").expect("short");
+        assert_eq!(short.models.0.len(), 2);
+        let long: RawProvider =
+            toml_edit::de::from_str("[models.a]\naliases = [\"x\"]\ncontext_tokens = 10\n").expect("long");
+        assert_eq!(long.models.0[0].0, "a");
+        assert_eq!(long.models.0[0].1.aliases, vec!["x"]);
+    }
+
+    #[test]
+    fn dotenv_lines_are_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = write(dir.path(), ".env", "# c\nA=1\nexport B=\"two\"\nbad line\n");
+        let mut errors = Vec::new();
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        let env = read_dotenv(&path, &mut errors, &mut h);
+        assert_eq!(env.get("A").map(String::as_str), Some("1"));
+        assert_eq!(env.get("B").map(String::as_str), Some("two"));
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].position, Some((4, 1)));
+    }
+}

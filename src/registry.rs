@@ -1,0 +1,694 @@
+//! The validated, immutable configuration snapshot that every request reads once.
+//!
+//! `build` turns a loaded [`ConfigTree`] into a [`Registry`] or into every error it
+//! found; it is the only step allowed to fail. Keys are read from the environment
+//! here, never on the request path, and are held as [`Secret`]s that cannot be printed.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use reqwest::header::{HeaderName, HeaderValue};
+
+use crate::config::{
+    AdapterKind, ConfigError, ConfigTree, Parsed, RawModel, RawProvider, SourceFile, SystemPromptMode,
+};
+use crate::template::Template;
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 4 * 1024 * 1024;
+pub const DEFAULT_TIMEOUT_S: f64 = 60.0;
+pub const DEFAULT_RETRIES: u32 = 2;
+pub const DEFAULT_BACKOFF_MS: u64 = 250;
+pub const DEFAULT_BREAKER_FAILURES: u32 = 5;
+pub const DEFAULT_BREAKER_COOLDOWN_S: f64 = 30.0;
+
+/// Variables a provider `system_prompt` template may read.
+pub const SYSTEM_PROMPT_VARS: [&str; 3] = ["provider", "model", "today"];
+
+/// A value read from the environment that must never be shown.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Self {
+        Self(value)
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+/// Settings from hub.toml, with defaults applied.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    /// Accepted gateway keys; empty means the gateway is open.
+    pub api_keys: Vec<Secret>,
+    pub max_body_bytes: u64,
+    pub default_model: Option<String>,
+    pub timeout: Duration,
+    pub retries: u32,
+    pub backoff: Duration,
+    pub breaker_failures: u32,
+    pub breaker_cooldown: Duration,
+    pub mcp_http_path: String,
+    pub mcp_tool_separator: String,
+    pub mcp_description: Option<String>,
+}
+
+/// Whether a provider takes requests, and if not, why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Status {
+    Active,
+    Inactive(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Model {
+    pub id: String,
+    pub aliases: Vec<String>,
+    pub context_tokens: Option<u64>,
+    pub max_output_tokens: Option<u64>,
+    pub cost_input_per_1m: Option<f64>,
+    pub cost_output_per_1m: Option<f64>,
+    pub capabilities: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SystemPrompt {
+    pub template: Template,
+    pub mode: SystemPromptMode,
+}
+
+#[derive(Debug)]
+pub struct Provider {
+    pub name: String,
+    pub adapter: AdapterKind,
+    /// Without a trailing slash, so paths can be appended.
+    pub base_url: String,
+    pub env_key: Option<String>,
+    pub key: Option<Secret>,
+    pub status: Status,
+    pub default_model: Option<String>,
+    pub fallback_to: Option<String>,
+    pub timeout: Duration,
+    pub retries: u32,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub system_prompt: Option<SystemPrompt>,
+    pub models: Vec<Model>,
+    /// Alias → model id.
+    pub aliases: HashMap<String, String>,
+}
+
+impl Provider {
+    pub fn is_active(&self) -> bool {
+        self.status == Status::Active
+    }
+
+    /// The upstream id for a model name given by a client: aliases map to their model.
+    pub fn canonical_model<'a>(&'a self, name: &'a str) -> &'a str {
+        self.aliases.get(name).map_or(name, String::as_str)
+    }
+
+    pub fn model(&self, id: &str) -> Option<&Model> {
+        self.models.iter().find(|m| m.id == id)
+    }
+}
+
+/// One step of a chain: a provider and the model id to send it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub provider: String,
+    pub model: String,
+}
+
+/// A prompt tool from tools.d, validated at load.
+#[derive(Debug, Clone)]
+pub struct Tool {
+    pub name: String,
+    pub description: String,
+    pub model: Option<String>,
+}
+
+/// Why a model address did not resolve.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResolveError {
+    Unknown { address: String, known: Vec<String> },
+    Ambiguous { address: String, candidates: Vec<String> },
+    NoDefault { provider: String },
+}
+
+impl std::fmt::Display for ResolveError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Unknown { address, known } => write!(
+                f,
+                "model `{address}` does not exist; expected a group, a provider, `provider/model` or a listed model id: {}",
+                known.join(", ")
+            ),
+            Self::Ambiguous { address, candidates } => write!(
+                f,
+                "model `{address}` is ambiguous: it is listed by {}; address it as one of those",
+                candidates.join(", ")
+            ),
+            Self::NoDefault { provider } => write!(
+                f,
+                "provider `{provider}` has no default_model; address it as `{provider}/MODEL`"
+            ),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Registry {
+    pub generation: u64,
+    pub loaded_at: SystemTime,
+    pub fingerprint: u64,
+    pub settings: Settings,
+    pub providers: BTreeMap<String, Arc<Provider>>,
+    pub groups: BTreeMap<String, Vec<Target>>,
+    /// Model id or alias → every provider that lists it.
+    bare: HashMap<String, Vec<Target>>,
+    pub tools: BTreeMap<String, Tool>,
+}
+
+impl Registry {
+    /// Resolves a model address to its targets, following DESIGN's four rules in order.
+    pub fn resolve(&self, address: &str) -> Result<Vec<Target>, ResolveError> {
+        self.resolve_inner(address, true)
+    }
+
+    fn resolve_inner(&self, address: &str, groups: bool) -> Result<Vec<Target>, ResolveError> {
+        if let Some((first, rest)) = address.split_once('/')
+            && let Some(provider) = self.providers.get(first)
+            && !rest.is_empty()
+        {
+            return Ok(vec![Target {
+                provider: provider.name.clone(),
+                model: provider.canonical_model(rest).to_string(),
+            }]);
+        }
+        if groups && let Some(chain) = self.groups.get(address) {
+            return Ok(chain.clone());
+        }
+        if let Some(provider) = self.providers.get(address) {
+            return match &provider.default_model {
+                Some(model) => Ok(vec![Target {
+                    provider: provider.name.clone(),
+                    model: model.clone(),
+                }]),
+                None => Err(ResolveError::NoDefault {
+                    provider: provider.name.clone(),
+                }),
+            };
+        }
+        if let Some(candidates) = self.bare.get(address) {
+            if candidates.len() == 1 {
+                return Ok(candidates.clone());
+            }
+            let active: Vec<&Target> = candidates
+                .iter()
+                .filter(|t| self.providers.get(&t.provider).is_some_and(|p| p.is_active()))
+                .collect();
+            if active.len() == 1 {
+                return Ok(vec![active[0].clone()]);
+            }
+            return Err(ResolveError::Ambiguous {
+                address: address.to_string(),
+                candidates: candidates
+                    .iter()
+                    .map(|t| format!("{}/{}", t.provider, t.model))
+                    .collect(),
+            });
+        }
+        Err(ResolveError::Unknown {
+            address: address.to_string(),
+            known: self.known_addresses(),
+        })
+    }
+
+    /// Groups and active `provider/model` addresses, for error messages and `/v1/models`.
+    pub fn known_addresses(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.groups.keys().cloned().collect();
+        for p in self.providers.values().filter(|p| p.is_active()) {
+            out.extend(p.models.iter().map(|m| format!("{}/{}", p.name, m.id)));
+        }
+        out
+    }
+}
+
+/// Reads an environment variable: `.env` beside hub.toml first, then the process.
+pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// The process environment, as `build` is called outside tests.
+pub fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+/// Validates a loaded tree into a snapshot, or returns every error found.
+pub fn build(tree: &ConfigTree, generation: u64, env: EnvLookup) -> Result<Registry, Vec<ConfigError>> {
+    let lookup = |name: &str| -> Option<String> {
+        tree.dotenv
+            .get(name)
+            .cloned()
+            .or_else(|| env(name))
+            .filter(|v| !v.trim().is_empty())
+    };
+    let mut errors = Vec::new();
+    let hub = &tree.hub;
+    let settings = build_settings(hub, &lookup, &mut errors);
+
+    let mut providers = BTreeMap::new();
+    for parsed in &tree.providers {
+        if let Some(p) = build_provider(parsed, &settings, &lookup, &mut errors) {
+            providers.insert(p.name.clone(), Arc::new(p));
+        }
+    }
+    check_fallbacks(tree, &providers, &mut errors);
+
+    let mut bare: HashMap<String, Vec<Target>> = HashMap::new();
+    for p in providers.values() {
+        for m in &p.models {
+            for name in std::iter::once(&m.id).chain(&m.aliases) {
+                bare.entry(name.clone()).or_default().push(Target {
+                    provider: p.name.clone(),
+                    model: m.id.clone(),
+                });
+            }
+        }
+    }
+
+    let mut registry = Registry {
+        generation,
+        loaded_at: SystemTime::now(),
+        fingerprint: tree.fingerprint,
+        settings,
+        providers,
+        groups: BTreeMap::new(),
+        bare,
+        tools: BTreeMap::new(),
+    };
+
+    let mut groups = BTreeMap::new();
+    for (name, entries) in &hub.raw.groups {
+        if registry.providers.contains_key(name) {
+            errors.push(hub.source.error_at(
+                &["groups", name],
+                format!("group `{name}` has the name of a provider; rename one of them"),
+            ));
+            continue;
+        }
+        if entries.is_empty() {
+            errors.push(hub.source.error_at(&["groups", name], "expected at least one model address, found an empty list"));
+            continue;
+        }
+        let mut chain = Vec::new();
+        for (i, entry) in entries.iter().enumerate() {
+            if hub.raw.groups.contains_key(entry) {
+                errors.push(hub.source.error_at(
+                    &["groups", name, &i.to_string()],
+                    format!("`{entry}` is a group; a group lists models, providers or `provider/model` addresses"),
+                ));
+                continue;
+            }
+            match registry.resolve_inner(entry, false) {
+                Ok(targets) => chain.extend(targets),
+                Err(e) if !refers_to_broken(tree, entry) => {
+                    errors.push(hub.source.error_at(&["groups", name, &i.to_string()], e.to_string()))
+                }
+                Err(_) => {}
+            }
+        }
+        groups.insert(name.clone(), chain);
+    }
+    registry.groups = groups;
+
+    if let Some(model) = &registry.settings.default_model
+        && let Err(e) = registry.resolve(model)
+        && !refers_to_broken(tree, model)
+    {
+        errors.push(hub.source.error_at(&["routing", "default_model"], e.to_string()));
+    }
+
+    for parsed in &tree.tools {
+        if let Some(tool) = build_tool(parsed, &registry, tree, &mut errors) {
+            registry.tools.insert(tool.name.clone(), tool);
+        }
+    }
+
+    if errors.is_empty() { Ok(registry) } else { Err(errors) }
+}
+
+/// Whether an address names a file that failed to parse, whose error is already reported.
+fn refers_to_broken(tree: &ConfigTree, address: &str) -> bool {
+    let first = address.split('/').next().unwrap_or(address);
+    tree.broken.contains(first)
+}
+
+fn positive_duration(source: &SourceFile, key: &[&str], value: f64, errors: &mut Vec<ConfigError>) -> Duration {
+    if value.is_finite() && value > 0.0 && value < 86_400.0 {
+        Duration::from_secs_f64(value)
+    } else {
+        errors.push(source.error_at(key, format!("expected a number of seconds above 0 and below 86400, found {value}")));
+        Duration::from_secs(1)
+    }
+}
+
+fn valid_env_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+}
+
+fn build_settings(
+    hub: &Parsed<crate::config::RawHub>,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    errors: &mut Vec<ConfigError>,
+) -> Settings {
+    let raw = &hub.raw;
+    let src = &hub.source;
+    let listen_text = raw.server.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
+    let listen = listen_text.parse().unwrap_or_else(|_| {
+        errors.push(src.error_at(
+            &["server", "listen"],
+            format!("expected an address such as \"127.0.0.1:8080\", found \"{listen_text}\""),
+        ));
+        SocketAddr::from(([127, 0, 0, 1], 8080))
+    });
+    let mut api_keys = Vec::new();
+    for (i, name) in raw.server.api_keys_env.iter().enumerate() {
+        let key = ["server", "api_keys_env", &i.to_string()];
+        if !valid_env_name(name) {
+            errors.push(src.error_at(&key, format!("expected an environment variable name, found \"{name}\"")));
+        } else if let Some(value) = lookup(name) {
+            api_keys.push(Secret::new(value));
+        } else {
+            errors.push(src.error_at(
+                &key,
+                format!("environment variable {name} is not set; the gateway would refuse every request"),
+            ));
+        }
+    }
+    let max_body_bytes = raw.server.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
+    if max_body_bytes == 0 {
+        errors.push(src.error_at(&["server", "max_body_bytes"], "expected a size above 0, found 0"));
+    }
+    let timeout = positive_duration(
+        src,
+        &["routing", "timeout_s"],
+        raw.routing.timeout_s.unwrap_or(DEFAULT_TIMEOUT_S),
+        errors,
+    );
+    let failures = raw.routing.circuit_breaker.failures.unwrap_or(DEFAULT_BREAKER_FAILURES);
+    if failures == 0 {
+        errors.push(src.error_at(&["routing", "circuit_breaker", "failures"], "expected at least 1, found 0"));
+    }
+    let breaker_cooldown = positive_duration(
+        src,
+        &["routing", "circuit_breaker", "cooldown_s"],
+        raw.routing.circuit_breaker.cooldown_s.unwrap_or(DEFAULT_BREAKER_COOLDOWN_S),
+        errors,
+    );
+    let mcp_http_path = raw.mcp.http_path.clone().unwrap_or_else(|| "/mcp".to_string());
+    if !mcp_http_path.starts_with('/') || mcp_http_path.len() < 2 {
+        errors.push(src.error_at(&["mcp", "http_path"], format!("expected a path such as \"/mcp\", found \"{mcp_http_path}\"")));
+    }
+    let mcp_tool_separator = raw.mcp.tool_separator.clone().unwrap_or_else(|| "__".to_string());
+    if mcp_tool_separator.is_empty() || !mcp_tool_separator.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+        errors.push(src.error_at(
+            &["mcp", "tool_separator"],
+            format!("expected one or more of a-z, A-Z, 0-9, _ and -, found \"{mcp_tool_separator}\""),
+        ));
+    }
+    Settings {
+        listen,
+        api_keys,
+        max_body_bytes,
+        default_model: raw.routing.default_model.clone(),
+        timeout,
+        retries: raw.routing.retries.unwrap_or(DEFAULT_RETRIES),
+        backoff: Duration::from_millis(raw.routing.backoff_ms.unwrap_or(DEFAULT_BACKOFF_MS)),
+        breaker_failures: failures.max(1),
+        breaker_cooldown,
+        mcp_http_path,
+        mcp_tool_separator,
+        mcp_description: raw.mcp.description.clone(),
+    }
+}
+
+fn valid_provider_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_' || c == '.')
+}
+
+fn build_provider(
+    parsed: &Parsed<RawProvider>,
+    settings: &Settings,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    errors: &mut Vec<ConfigError>,
+) -> Option<Provider> {
+    let raw = &parsed.raw;
+    let src = &parsed.source;
+    let name = parsed.name.clone();
+    let before = errors.len();
+    if !valid_provider_name(&name) {
+        errors.push(ConfigError::whole_file(
+            &src.path,
+            format!("provider name `{name}` (the file name) must use only a-z, 0-9, '-', '_' and '.'"),
+        ));
+    }
+    let adapter = raw.adapter.unwrap_or(AdapterKind::Openai);
+    if matches!(adapter, AdapterKind::Anthropic | AdapterKind::Gemini) {
+        errors.push(src.error_at(
+            &["adapter"],
+            format!("adapter `{}` is not available in this version; expected \"openai\" or \"echo\"", adapter.as_str()),
+        ));
+    }
+    let base_url = match (&raw.base_url, adapter) {
+        (Some(url), _) => match reqwest::Url::parse(url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => url.trim_end_matches('/').to_string(),
+            Ok(u) => {
+                errors.push(src.error_at(&["base_url"], format!("expected an http or https URL, found scheme `{}` in \"{url}\"", u.scheme())));
+                String::new()
+            }
+            Err(e) => {
+                errors.push(src.error_at(&["base_url"], format!("expected an http or https URL, found \"{url}\" ({e})")));
+                String::new()
+            }
+        },
+        (None, AdapterKind::Echo) => String::new(),
+        (None, _) => {
+            errors.push(src.error_at(&[], format!("missing key `base_url`: adapter `{}` needs the API's address", adapter.as_str())));
+            String::new()
+        }
+    };
+    let mut status = Status::Active;
+    let mut key = None;
+    if let Some(env_key) = &raw.env_key {
+        if !valid_env_name(env_key) {
+            errors.push(src.error_at(&["env_key"], format!("expected an environment variable name, found \"{env_key}\"")));
+        } else if let Some(value) = lookup(env_key) {
+            key = Some(Secret::new(value));
+        } else {
+            status = Status::Inactive(format!("{env_key} is not set"));
+        }
+    }
+    if raw.enabled == Some(false) {
+        status = Status::Inactive("disabled by `enabled = false`".to_string());
+    }
+
+    let mut models = Vec::new();
+    let mut aliases = HashMap::new();
+    let mut seen = BTreeSet::new();
+    for (id, m) in &raw.models.0 {
+        if id.trim().is_empty() {
+            errors.push(src.error_at(&["models"], "expected a model id, found an empty string"));
+            continue;
+        }
+        if !seen.insert(id.clone()) {
+            errors.push(src.error_at(&["models"], format!("model `{id}` is listed twice")));
+        }
+        models.push(model_from_raw(id, m));
+    }
+    for m in &models {
+        for alias in &m.aliases {
+            if seen.contains(alias) || aliases.insert(alias.clone(), m.id.clone()).is_some() {
+                errors.push(src.error_at(
+                    &["models", &m.id, "aliases"],
+                    format!("alias `{alias}` is already a model id or alias of this provider"),
+                ));
+            }
+        }
+    }
+    let default_model = raw
+        .default_model
+        .as_ref()
+        .map(|m| aliases.get(m).cloned().unwrap_or_else(|| m.clone()))
+        .or_else(|| models.first().map(|m| m.id.clone()));
+
+    let timeout = match raw.timeout_s {
+        Some(t) => positive_duration(src, &["timeout_s"], t, errors),
+        None => settings.timeout,
+    };
+    let mut headers = Vec::new();
+    for (k, v) in &raw.headers {
+        match (HeaderName::try_from(k.as_str()), HeaderValue::try_from(v.as_str())) {
+            (Ok(k), Ok(v)) => headers.push((k, v)),
+            (Err(_), _) => errors.push(src.error_at(&["headers", k], format!("`{k}` is not a valid HTTP header name"))),
+            (_, Err(_)) => errors.push(src.error_at(&["headers", k], "expected a header value of visible ASCII characters")),
+        }
+    }
+    let system_prompt = raw.system_prompt.as_ref().and_then(|text| {
+        let allowed = SYSTEM_PROMPT_VARS.iter().map(|s| s.to_string()).collect();
+        match Template::compile(text, &allowed) {
+            Ok(template) => Some(SystemPrompt {
+                template,
+                mode: raw.system_prompt_mode,
+            }),
+            Err(e) => {
+                let mut err = src.error_at(&["system_prompt"], e.message);
+                if let (Some(line), Some((l, c))) = (e.line, err.position) {
+                    // Multi-line strings start on the line after the opening quotes.
+                    let first = if text_starts_multiline(src, l) { 1 } else { 0 };
+                    err.position = Some((l + line - 1 + first, if line == 1 { c } else { 1 }));
+                }
+                errors.push(err);
+                None
+            }
+        }
+    });
+    if errors.len() > before {
+        return None;
+    }
+    Some(Provider {
+        name,
+        adapter,
+        base_url,
+        env_key: raw.env_key.clone(),
+        key,
+        status,
+        default_model,
+        fallback_to: raw.fallback_to.clone(),
+        timeout,
+        retries: raw.retries.unwrap_or(settings.retries),
+        headers,
+        system_prompt,
+        models,
+        aliases,
+    })
+}
+
+fn text_starts_multiline(src: &SourceFile, line: usize) -> bool {
+    src.text
+        .lines()
+        .nth(line - 1)
+        .is_some_and(|l| l.trim_end().ends_with("\"\"\"") || l.trim_end().ends_with("'''"))
+}
+
+fn model_from_raw(id: &str, m: &RawModel) -> Model {
+    Model {
+        id: id.to_string(),
+        aliases: m.aliases.clone(),
+        context_tokens: m.context_tokens,
+        max_output_tokens: m.max_output_tokens,
+        cost_input_per_1m: m.cost_input_per_1m,
+        cost_output_per_1m: m.cost_output_per_1m,
+        capabilities: m.capabilities.clone(),
+    }
+}
+
+/// Unknown `fallback_to` targets and cycles, each reported at the file that starts it.
+fn check_fallbacks(tree: &ConfigTree, providers: &BTreeMap<String, Arc<Provider>>, errors: &mut Vec<ConfigError>) {
+    for parsed in &tree.providers {
+        let Some(target) = &parsed.raw.fallback_to else { continue };
+        if tree.broken.contains(target) {
+            continue;
+        }
+        if !providers.contains_key(target) && !tree.providers.iter().any(|p| &p.name == target) {
+            let mut known: Vec<&str> = tree.providers.iter().map(|p| p.name.as_str()).collect();
+            known.sort();
+            errors.push(parsed.source.error_at(
+                &["fallback_to"],
+                format!("unknown provider `{target}`; expected one of: {}", known.join(", ")),
+            ));
+            continue;
+        }
+        let mut path = vec![parsed.name.as_str()];
+        let mut next = Some(target.as_str());
+        while let Some(name) = next {
+            if name == parsed.name {
+                path.push(name);
+                // Report each cycle once, at its alphabetically first member.
+                if path[..path.len() - 1].iter().all(|p| *p >= parsed.name.as_str()) {
+                    errors.push(parsed.source.error_at(
+                        &["fallback_to"],
+                        format!("fallback_to forms a cycle: {}", path.join(" → ")),
+                    ));
+                }
+                break;
+            }
+            if path.contains(&name) {
+                break;
+            }
+            path.push(name);
+            next = tree
+                .providers
+                .iter()
+                .find(|p| p.name == name)
+                .and_then(|p| p.raw.fallback_to.as_deref());
+        }
+    }
+}
+
+fn build_tool(
+    parsed: &Parsed<crate::config::RawTool>,
+    registry: &Registry,
+    tree: &ConfigTree,
+    errors: &mut Vec<ConfigError>,
+) -> Option<Tool> {
+    let raw = &parsed.raw;
+    let src = &parsed.source;
+    let before = errors.len();
+    if let Some(model) = &raw.model
+        && let Err(e) = registry.resolve(model)
+        && !refers_to_broken(tree, model)
+    {
+        errors.push(src.error_at(&["model"], e.to_string()));
+    }
+    if raw.prompt.is_none() {
+        errors.push(src.error_at(&[], "missing key `prompt`: a prompt tool needs a prompt template"));
+    }
+    let declared: BTreeSet<String> = raw
+        .input
+        .as_ref()
+        .and_then(|i| i.get("properties"))
+        .and_then(|p| p.as_object())
+        .map(|p| p.keys().cloned().collect())
+        .unwrap_or_default();
+    for key in ["system", "prompt"] {
+        let text = if key == "system" { &raw.system } else { &raw.prompt };
+        if let Some(text) = text
+            && let Err(e) = Template::compile(text, &declared)
+        {
+            errors.push(src.error_at(&[key], e.message));
+        }
+    }
+    if errors.len() > before {
+        return None;
+    }
+    Some(Tool {
+        name: parsed.name.clone(),
+        description: raw.description.clone().unwrap_or_default(),
+        model: raw.model.clone(),
+    })
+}

@@ -1,0 +1,213 @@
+//! Hot reload: a debounced watcher on hub.toml's folder and the `.d` folders; each
+//! batch of changes loads, builds and swaps a new snapshot, or keeps the last good
+//! one and records why.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use notify_debouncer_full::notify::{RecommendedWatcher, RecursiveMode};
+use notify_debouncer_full::{DebounceEventResult, Debouncer, RecommendedCache, new_debouncer};
+use tokio::sync::mpsc;
+
+use crate::config::{self, PROVIDERS_DIR, SERVERS_DIR, TOOLS_DIR};
+use crate::hub::{Hub, ReloadEvent, ReloadFailure};
+use crate::registry;
+
+/// Editors and `cp` write in bursts; one quiet spell this long ends a batch.
+const DEBOUNCE: Duration = Duration::from_millis(60);
+
+/// Loads the files again and swaps the snapshot if they changed and are valid.
+pub fn reload(hub: &Hub) -> ReloadEvent {
+    let _ = hub.events.send(ReloadEvent::Started);
+    let current = hub.snapshot();
+    let loaded = config::load(&hub.config_path);
+    let outcome = match loaded.tree {
+        Some(tree) if loaded.errors.is_empty() && tree.fingerprint == current.fingerprint => {
+            // Reverting a broken edit lands here: the good config is serving, so the error is over.
+            hub.status.lock().unwrap_or_else(|e| e.into_inner()).last_error = None;
+            ReloadEvent::Unchanged {
+                generation: current.generation,
+            }
+        }
+        Some(tree) => {
+            let mut errors = loaded.errors;
+            match registry::build(&tree, current.generation + 1, &registry::process_env) {
+                Ok(next) if errors.is_empty() => {
+                    let generation = next.generation;
+                    note_restart_settings(hub, &next);
+                    hub.publish(next);
+                    hub.status.lock().unwrap_or_else(|e| e.into_inner()).last_error = None;
+                    tracing::info!(generation, "configuration reloaded");
+                    ReloadEvent::Applied { generation }
+                }
+                Ok(_) => ReloadEvent::Failed {
+                    errors: errors.iter().map(ToString::to_string).collect(),
+                },
+                Err(more) => {
+                    errors.extend(more);
+                    ReloadEvent::Failed {
+                        errors: errors.iter().map(ToString::to_string).collect(),
+                    }
+                }
+            }
+        }
+        None => ReloadEvent::Failed {
+            errors: loaded.errors.iter().map(ToString::to_string).collect(),
+        },
+    };
+    if let ReloadEvent::Failed { errors } = &outcome {
+        for e in errors {
+            tracing::error!("{e}");
+        }
+        tracing::error!(
+            errors = errors.len(),
+            generation = current.generation,
+            "configuration rejected; still serving the last good one"
+        );
+        hub.status.lock().unwrap_or_else(|e| e.into_inner()).last_error = Some(ReloadFailure {
+            at: SystemTime::now(),
+            errors: errors.clone(),
+        });
+    }
+    let _ = hub.events.send(outcome.clone());
+    outcome
+}
+
+fn note_restart_settings(hub: &Hub, next: &registry::Registry) {
+    let mut pending = Vec::new();
+    if next.settings.listen != hub.started_listen {
+        let msg = format!(
+            "server.listen changed from {} to {}: restart llmhub to apply it",
+            hub.started_listen, next.settings.listen
+        );
+        tracing::warn!("{msg}");
+        pending.push(msg);
+    }
+    hub.status.lock().unwrap_or_else(|e| e.into_inner()).pending_restart = pending;
+}
+
+/// Keeps the watcher alive; dropping it stops watching.
+pub struct Watch {
+    _task: tokio::task::JoinHandle<()>,
+}
+
+/// Starts watching the configuration folders; reloads run on a blocking thread.
+pub fn watch(hub: Arc<Hub>) -> notify_debouncer_full::notify::Result<Watch> {
+    let (tx, mut rx) = mpsc::channel::<()>(16);
+    // Absolute, so the paths in events compare equal to it.
+    let dir = config_dir(&hub.config_path);
+    let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
+    let hub_name = hub.config_path.file_name().map(|n| n.to_os_string());
+    let handler_dir = dir.clone();
+    let mut debouncer = new_debouncer(DEBOUNCE, None, move |result: DebounceEventResult| {
+        let Ok(events) = result else { return };
+        let relevant = events
+            .iter()
+            .flat_map(|e| e.paths.iter())
+            .any(|p| is_relevant(p, &handler_dir, hub_name.as_deref()));
+        if relevant {
+            // A full channel already holds a pending reload, which will see this change too.
+            let _ = tx.try_send(());
+        }
+    })?;
+    debouncer.watch(&dir, RecursiveMode::NonRecursive)?;
+    let mut watched = BTreeMap::new();
+    rewatch(&mut debouncer, &dir, &mut watched);
+
+    let task = tokio::spawn(async move {
+        while rx.recv().await.is_some() {
+            let hub = hub.clone();
+            let _ = tokio::task::spawn_blocking(move || reload(&hub)).await;
+            rewatch(&mut debouncer, &dir, &mut watched);
+        }
+    });
+    Ok(Watch { _task: task })
+}
+
+fn config_dir(config_path: &Path) -> PathBuf {
+    config_path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf()
+}
+
+/// Watches each `.d` folder that exists, again when it appears or when its target
+/// changed (a ConfigMap swaps a symlink and the old folder is deleted).
+fn rewatch(
+    debouncer: &mut Debouncer<RecommendedWatcher, RecommendedCache>,
+    dir: &Path,
+    watched: &mut BTreeMap<PathBuf, PathBuf>,
+) {
+    for name in [PROVIDERS_DIR, TOOLS_DIR, SERVERS_DIR] {
+        let path = dir.join(name);
+        let target = std::fs::canonicalize(&path).ok();
+        let before = watched.get(&path).cloned();
+        if target == before {
+            continue;
+        }
+        if before.is_some() {
+            let _ = debouncer.unwatch(&path);
+            watched.remove(&path);
+        }
+        if let Some(target) = target
+            && path.is_dir()
+        {
+            match debouncer.watch(&path, RecursiveMode::NonRecursive) {
+                Ok(()) => {
+                    watched.insert(path, target);
+                }
+                Err(e) => tracing::warn!(folder = %path.display(), error = %e, "cannot watch folder"),
+            }
+        }
+    }
+}
+
+/// Changes to hub.toml, `.env`, a `.d` folder or its `.toml` files, or a ConfigMap's `..data` swap.
+fn is_relevant(path: &Path, dir: &Path, hub_name: Option<&std::ffi::OsStr>) -> bool {
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return false;
+    };
+    if name.ends_with(".swp") || name.ends_with('~') || name.ends_with(".tmp") || name == "4913" {
+        return false;
+    }
+    let parent = path.parent().and_then(|p| p.file_name()).and_then(|n| n.to_str());
+    let in_d_folder = matches!(parent, Some(PROVIDERS_DIR | TOOLS_DIR | SERVERS_DIR));
+    (in_d_folder && name.ends_with(".toml"))
+        || Some(std::ffi::OsStr::new(name)) == hub_name
+        || name == config::DOTENV
+        || name.starts_with("..")
+        || (path.parent() == Some(dir) && matches!(name, PROVIDERS_DIR | TOOLS_DIR | SERVERS_DIR))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_configuration_files_trigger_a_reload() {
+        let dir = Path::new("/etc/llmhub");
+        let hub = Some(std::ffi::OsStr::new("hub.toml"));
+        for p in [
+            "/etc/llmhub/hub.toml",
+            "/etc/llmhub/.env",
+            "/etc/llmhub/providers.d/mistral.toml",
+            "/etc/llmhub/tools.d/review.toml",
+            "/etc/llmhub/..data",
+            "/etc/llmhub/providers.d",
+        ] {
+            assert!(is_relevant(Path::new(p), dir, hub), "{p}");
+        }
+        for p in [
+            "/etc/llmhub/Cargo.lock",
+            "/etc/llmhub/providers.d/.mistral.toml.swp",
+            "/etc/llmhub/providers.d/mistral.toml~",
+            "/etc/llmhub/providers.d/4913",
+            "/etc/llmhub/target",
+        ] {
+            assert!(!is_relevant(Path::new(p), dir, hub), "{p}");
+        }
+    }
+}

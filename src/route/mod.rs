@@ -1,0 +1,250 @@
+//! Routing: a model address becomes a chain of (provider, model) targets, walked in
+//! order with retries, jittered backoff that honours Retry-After, per-provider
+//! timeouts and circuit breakers, until one answers.
+
+pub mod breaker;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use backon::BackoffBuilder;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use serde::Serialize;
+
+use crate::adapters::{self, Call, ChatRequest, ChunkStream, Completion, ProviderError};
+use crate::hub::Hub;
+use crate::registry::{Provider, Registry, ResolveError, Target};
+
+/// Backoff never grows past this between two tries of one provider.
+const MAX_BACKOFF: Duration = Duration::from_secs(8);
+/// A Retry-After longer than this sends the request down the chain instead of waiting.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(10);
+
+/// One try at one provider, as the client sees it in error bodies.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Attempt {
+    pub provider: String,
+    pub model: String,
+    /// `failed` or `skipped`.
+    pub outcome: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    pub error: String,
+}
+
+/// A successful answer and the road taken to it.
+pub struct Answer<T> {
+    pub value: T,
+    pub target: Target,
+    pub attempts: Vec<Attempt>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    #[error("no model given and routing.default_model is not set")]
+    NoModel,
+    #[error("{0}")]
+    Resolve(ResolveError),
+    /// Every target was skipped or failed with a retryable error.
+    #[error("{}", exhausted_message(.attempts))]
+    Exhausted { attempts: Vec<Attempt>, last: Option<ProviderError> },
+    /// The upstream refused the request itself (a 4xx other than 408/429): the client's to fix.
+    #[error("{provider} answered {status}")]
+    Rejected {
+        provider: String,
+        model: String,
+        status: u16,
+        body: Bytes,
+        attempts: Vec<Attempt>,
+    },
+    #[error("{0}")]
+    Internal(String),
+}
+
+fn exhausted_message(attempts: &[Attempt]) -> String {
+    if attempts.iter().all(|a| a.outcome == "skipped") {
+        let parts: Vec<String> = attempts
+            .iter()
+            .map(|a| format!("{}/{} ({})", a.provider, a.model, a.error))
+            .collect();
+        return format!("no provider available for this model: {}", parts.join("; "));
+    }
+    let parts: Vec<String> = attempts
+        .iter()
+        .map(|a| match a.status {
+            Some(s) => format!("{}/{} {}: {}", a.provider, a.model, s, a.error),
+            None => format!("{}/{}: {}", a.provider, a.model, a.error),
+        })
+        .collect();
+    format!("all {} attempts failed: {}", attempts.len(), parts.join("; "))
+}
+
+/// The resolved targets, each followed by its provider's `fallback_to` walk, without repeats.
+pub fn chain(registry: &Registry, address: &str) -> Result<Vec<Target>, ResolveError> {
+    let mut out: Vec<Target> = Vec::new();
+    for target in registry.resolve(address)? {
+        let mut next = Some(target);
+        while let Some(t) = next.take() {
+            let fallback = registry.providers.get(&t.provider).and_then(|p| p.fallback_to.clone());
+            if out.contains(&t) {
+                // Already walked from here: its fallbacks are in the chain too.
+                continue;
+            }
+            out.push(t);
+            next = fallback.and_then(|name| {
+                let p = registry.providers.get(&name)?;
+                Some(Target {
+                    provider: p.name.clone(),
+                    model: p.default_model.clone()?,
+                })
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The model address a request names, or the configured default.
+fn address<'a>(registry: &'a Registry, request: &'a ChatRequest) -> Result<&'a str, RouteError> {
+    if !request.model.is_empty() {
+        return Ok(&request.model);
+    }
+    registry.settings.default_model.as_deref().ok_or(RouteError::NoModel)
+}
+
+/// Sends a non-streaming request down its chain.
+pub async fn chat(hub: &Hub, registry: &Registry, request: &ChatRequest) -> Result<Answer<Completion>, RouteError> {
+    let address = address(registry, request)?;
+    run(hub, registry, address, |provider, model| async move {
+        adapters::chat(Call {
+            http: &hub.http,
+            provider: &provider,
+            model: &model,
+            request: request.clone(),
+        })
+        .await
+    })
+    .await
+}
+
+/// Opens a stream down the chain. A target counts as answering once its first chunk
+/// arrives, so a failure before the first byte still falls back.
+pub async fn chat_stream(hub: &Hub, registry: &Registry, request: &ChatRequest) -> Result<Answer<ChunkStream>, RouteError> {
+    let address = address(registry, request)?;
+    run(hub, registry, address, |provider, model| async move {
+        let mut stream = adapters::chat_stream(Call {
+            http: &hub.http,
+            provider: &provider,
+            model: &model,
+            request: request.clone(),
+        })
+        .await?;
+        match stream.next().await {
+            Some(Err(e)) => Err(e),
+            Some(Ok(first)) => {
+                let rest: ChunkStream = Box::pin(futures_util::stream::once(async move { Ok(first) }).chain(stream));
+                Ok(rest)
+            }
+            None => Ok(stream),
+        }
+    })
+    .await
+}
+
+async fn run<T, F, Fut>(hub: &Hub, registry: &Registry, address: &str, mut op: F) -> Result<Answer<T>, RouteError>
+where
+    F: FnMut(Arc<Provider>, String) -> Fut,
+    Fut: Future<Output = Result<T, ProviderError>>,
+{
+    let targets = chain(registry, address).map_err(RouteError::Resolve)?;
+    let settings = &registry.settings;
+    let mut attempts = Vec::new();
+    let mut last = None;
+    for target in targets {
+        let Some(provider) = registry.providers.get(&target.provider).cloned() else {
+            continue;
+        };
+        if let crate::registry::Status::Inactive(reason) = &provider.status {
+            attempts.push(skipped(&target, reason.clone()));
+            continue;
+        }
+        let mut delays = backon::ExponentialBuilder::new()
+            .with_min_delay(settings.backoff)
+            .with_factor(2.0)
+            .with_max_delay(MAX_BACKOFF)
+            .with_max_times(provider.retries as usize)
+            .with_jitter()
+            .build();
+        loop {
+            let permit = match hub.breakers.admit(&provider.name, Instant::now()) {
+                Ok(permit) => permit,
+                Err(reason) => {
+                    attempts.push(skipped(&target, reason));
+                    break;
+                }
+            };
+            match op(provider.clone(), target.model.clone()).await {
+                Ok(value) => {
+                    permit.success();
+                    if !attempts.is_empty() {
+                        tracing::info!(provider = %target.provider, model = %target.model, earlier = attempts.len(), "answered after fallback");
+                    }
+                    return Ok(Answer { value, target, attempts });
+                }
+                Err(ProviderError::Request(message)) => {
+                    drop(permit);
+                    return Err(RouteError::Internal(message));
+                }
+                Err(ProviderError::Status { status, body, .. }) if !(matches!(status, 408 | 429) || status >= 500) => {
+                    permit.success();
+                    tracing::info!(provider = %target.provider, model = %target.model, status, "upstream refused the request");
+                    return Err(RouteError::Rejected {
+                        provider: target.provider,
+                        model: target.model,
+                        status,
+                        body,
+                        attempts,
+                    });
+                }
+                Err(e) => {
+                    let opened = permit.failure(settings.breaker_failures, settings.breaker_cooldown, Instant::now());
+                    tracing::warn!(provider = %target.provider, model = %target.model, error = %e, "attempt failed");
+                    if opened {
+                        tracing::warn!(provider = %target.provider, cooldown_s = settings.breaker_cooldown.as_secs_f64(), "circuit opened");
+                    }
+                    attempts.push(Attempt {
+                        provider: target.provider.clone(),
+                        model: target.model.clone(),
+                        outcome: "failed",
+                        status: e.status(),
+                        error: e.to_string(),
+                    });
+                    let retry_after = e.retry_after();
+                    last = Some(e);
+                    if opened {
+                        break;
+                    }
+                    let Some(backoff) = delays.next() else { break };
+                    let wait = match retry_after {
+                        Some(ra) if ra > MAX_RETRY_AFTER => break,
+                        Some(ra) => ra,
+                        None => backoff,
+                    };
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+    Err(RouteError::Exhausted { attempts, last })
+}
+
+fn skipped(target: &Target, reason: String) -> Attempt {
+    Attempt {
+        provider: target.provider.clone(),
+        model: target.model.clone(),
+        outcome: "skipped",
+        status: None,
+        error: reason,
+    }
+}
