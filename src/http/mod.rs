@@ -126,24 +126,34 @@ async fn read_body(registry: &Registry, headers: &HeaderMap, body: Body) -> Resu
 }
 
 fn parse_request(bytes: &[u8]) -> Result<ChatRequest, ApiError> {
-    let request: ChatRequest = serde_json::from_slice(bytes).map_err(|e| {
-        if e.is_syntax() || e.is_eof() {
-            return ApiError::invalid_request("invalid_json", format!("request body is not valid JSON: {e}"));
+    let request: ChatRequest = match serde_json::from_slice(bytes) {
+        Ok(request) => request,
+        Err(e) if e.is_syntax() || e.is_eof() => {
+            return Err(ApiError::invalid_request("invalid_json", format!("request body is not valid JSON: {e}")));
         }
-        let text = e.to_string();
-        let param = if text.contains("`messages`") || text.contains("role") {
-            Some("messages")
-        } else if text.contains("`model`") {
-            Some("model")
-        } else {
-            None
-        };
-        let api = ApiError::invalid_request("invalid_request", format!("request body does not match the chat completions schema: {text}"));
-        match param {
-            Some(p) => api.with_param(p),
-            None => api,
+        // Parse again, only on this slow path, to learn where in the body the problem is.
+        Err(e) => {
+            let mut de = serde_json::Deserializer::from_slice(bytes);
+            let (path, inner) = match serde_path_to_error::deserialize::<_, ChatRequest>(&mut de) {
+                Err(pe) => (pe.path().to_string(), pe.into_inner().to_string()),
+                Ok(_) => (String::new(), e.to_string()),
+            };
+            let field = path.split(['.', '[']).next().unwrap_or("");
+            let param = ["messages", "model", "stream", "stream_options"]
+                .into_iter()
+                .find(|p| *p == field)
+                .or_else(|| inner.contains("`messages`").then_some("messages"));
+            let place = if path.is_empty() || path == "." { String::new() } else { format!("{path}: ") };
+            let api = ApiError::invalid_request(
+                "invalid_request",
+                format!("request body does not match the chat completions schema: {place}{inner}"),
+            );
+            return Err(match param {
+                Some(p) => api.with_param(p),
+                None => api,
+            });
         }
-    })?;
+    };
     if request.messages.is_empty() {
         return Err(ApiError::invalid_request(
             "invalid_request",

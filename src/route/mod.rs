@@ -146,7 +146,7 @@ pub async fn chat_stream(hub: &Hub, registry: &Registry, request: &ChatRequest) 
                 let rest: ChunkStream = Box::pin(futures_util::stream::once(async move { Ok(first) }).chain(stream));
                 Ok(rest)
             }
-            None => Ok(stream),
+            None => Err(ProviderError::Protocol("the stream ended before its first chunk".to_string())),
         }
     })
     .await
