@@ -14,7 +14,13 @@ use crate::registry::{Registry, Status};
 #[command(name = "llmhub", version, about = "A configuration-driven LLM gateway")]
 struct Cli {
     /// The hub.toml to read; providers.d/ and tools.d/ are found beside it.
-    #[arg(long, short, global = true, env = "LLMHUB_CONFIG", default_value = "hub.toml")]
+    #[arg(
+        long,
+        short,
+        global = true,
+        env = "LLMHUB_CONFIG",
+        default_value = "hub.toml"
+    )]
     config: PathBuf,
     #[command(subcommand)]
     command: Command,
@@ -77,7 +83,10 @@ fn serve(config: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -196,7 +205,10 @@ fn models(config: &Path) -> ExitCode {
         }
     }
     for (name, chain) in &r.groups {
-        let chain: Vec<String> = chain.iter().map(|t| format!("{}/{}", t.provider, t.model)).collect();
+        let chain: Vec<String> = chain
+            .iter()
+            .map(|t| format!("{}/{}", t.provider, t.model))
+            .collect();
         let _ = writeln!(out, "group {name}: {}", chain.join(" → "));
     }
     let _ = writeln!(out, "{}", summary(&r));
@@ -207,15 +219,24 @@ fn models(config: &Path) -> ExitCode {
 
 const STARTER: [(&str, &str); 3] = [
     ("hub.toml", include_str!("../hub.toml")),
-    ("providers.d/echo.toml", include_str!("../providers.d/echo.toml")),
-    ("providers.d/openai.toml", include_str!("../providers.d/openai.toml")),
+    (
+        "providers.d/echo.toml",
+        include_str!("../providers.d/echo.toml"),
+    ),
+    (
+        "providers.d/openai.toml",
+        include_str!("../providers.d/openai.toml"),
+    ),
 ];
 
 fn init(dir: &Path) -> ExitCode {
     for (name, _) in STARTER {
         let path = dir.join(name);
         if path.exists() {
-            eprintln!("error: {} exists already; nothing was written", path.display());
+            eprintln!(
+                "error: {} exists already; nothing was written",
+                path.display()
+            );
             return ExitCode::FAILURE;
         }
     }
@@ -231,6 +252,9 @@ fn init(dir: &Path) -> ExitCode {
         }
         println!("wrote {}", path.display());
     }
-    println!("next: llmhub serve --config {}", dir.join("hub.toml").display());
+    println!(
+        "next: llmhub serve --config {}",
+        dir.join("hub.toml").display()
+    );
     ExitCode::SUCCESS
 }

@@ -58,7 +58,12 @@ impl Hub {
             .tcp_nodelay(true)
             .user_agent(concat!("llmhub/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| vec![ConfigError::whole_file(config_path, format!("cannot start the HTTP client: {e}"))])?;
+            .map_err(|e| {
+                vec![ConfigError::whole_file(
+                    config_path,
+                    format!("cannot start the HTTP client: {e}"),
+                )]
+            })?;
         let (events, _) = watch::channel(ReloadEvent::Applied {
             generation: registry.generation,
         });
@@ -84,7 +89,10 @@ impl Hub {
     }
 
     pub fn reload_status(&self) -> ReloadStatus {
-        self.status.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Every reload outcome from now on; tests and MCP sessions wait on this.

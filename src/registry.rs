@@ -12,7 +12,8 @@ use std::time::{Duration, SystemTime};
 use reqwest::header::{HeaderName, HeaderValue};
 
 use crate::config::{
-    AdapterKind, ConfigError, ConfigTree, Parsed, RawModel, RawProvider, SourceFile, SystemPromptMode,
+    AdapterKind, ConfigError, ConfigTree, Parsed, RawModel, RawProvider, SourceFile,
+    SystemPromptMode,
 };
 use crate::template::Template;
 
@@ -141,9 +142,17 @@ pub struct Tool {
 /// Why a model address did not resolve.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ResolveError {
-    Unknown { address: String, known: Vec<String> },
-    Ambiguous { address: String, candidates: Vec<String> },
-    NoDefault { provider: String },
+    Unknown {
+        address: String,
+        known: Vec<String>,
+    },
+    Ambiguous {
+        address: String,
+        candidates: Vec<String>,
+    },
+    NoDefault {
+        provider: String,
+    },
 }
 
 impl std::fmt::Display for ResolveError {
@@ -154,7 +163,10 @@ impl std::fmt::Display for ResolveError {
                 "model `{address}` does not exist; expected a group, a provider, `provider/model` or a listed model id: {}",
                 known.join(", ")
             ),
-            Self::Ambiguous { address, candidates } => write!(
+            Self::Ambiguous {
+                address,
+                candidates,
+            } => write!(
                 f,
                 "model `{address}` is ambiguous: it is listed by {}; address it as one of those",
                 candidates.join(", ")
@@ -216,7 +228,11 @@ impl Registry {
             }
             let active: Vec<&Target> = candidates
                 .iter()
-                .filter(|t| self.providers.get(&t.provider).is_some_and(|p| p.is_active()))
+                .filter(|t| {
+                    self.providers
+                        .get(&t.provider)
+                        .is_some_and(|p| p.is_active())
+                })
                 .collect();
             if active.len() == 1 {
                 return Ok(vec![active[0].clone()]);
@@ -254,7 +270,11 @@ pub fn process_env(name: &str) -> Option<String> {
 }
 
 /// Validates a loaded tree into a snapshot, or returns every error found.
-pub fn build(tree: &ConfigTree, generation: u64, env: EnvLookup) -> Result<Registry, Vec<ConfigError>> {
+pub fn build(
+    tree: &ConfigTree,
+    generation: u64,
+    env: EnvLookup,
+) -> Result<Registry, Vec<ConfigError>> {
     let lookup = |name: &str| -> Option<String> {
         tree.dotenv
             .get(name)
@@ -267,9 +287,16 @@ pub fn build(tree: &ConfigTree, generation: u64, env: EnvLookup) -> Result<Regis
     let settings = build_settings(hub, &lookup, &mut errors);
 
     let mut providers = BTreeMap::new();
+    // Files already reported as wrong; references to them would only repeat the news.
+    let mut broken = tree.broken.clone();
     for parsed in &tree.providers {
-        if let Some(p) = build_provider(parsed, &settings, &lookup, &mut errors) {
-            providers.insert(p.name.clone(), Arc::new(p));
+        match build_provider(parsed, &settings, &lookup, &mut errors) {
+            Some(p) => {
+                providers.insert(p.name.clone(), Arc::new(p));
+            }
+            None => {
+                broken.insert(parsed.name.clone());
+            }
         }
     }
     check_fallbacks(tree, &providers, &mut errors);
@@ -307,7 +334,10 @@ pub fn build(tree: &ConfigTree, generation: u64, env: EnvLookup) -> Result<Regis
             continue;
         }
         if entries.is_empty() {
-            errors.push(hub.source.error_at(&["groups", name], "expected at least one model address, found an empty list"));
+            errors.push(hub.source.error_at(
+                &["groups", name],
+                "expected at least one model address, found an empty list",
+            ));
             continue;
         }
         let mut chain = Vec::new();
@@ -321,9 +351,10 @@ pub fn build(tree: &ConfigTree, generation: u64, env: EnvLookup) -> Result<Regis
             }
             match registry.resolve_inner(entry, false) {
                 Ok(targets) => chain.extend(targets),
-                Err(e) if !refers_to_broken(tree, entry) => {
-                    errors.push(hub.source.error_at(&["groups", name, &i.to_string()], e.to_string()))
-                }
+                Err(e) if !refers_to_broken(&broken, entry) => errors.push(
+                    hub.source
+                        .error_at(&["groups", name, &i.to_string()], e.to_string()),
+                ),
                 Err(_) => {}
             }
         }
@@ -333,31 +364,46 @@ pub fn build(tree: &ConfigTree, generation: u64, env: EnvLookup) -> Result<Regis
 
     if let Some(model) = &registry.settings.default_model
         && let Err(e) = registry.resolve(model)
-        && !refers_to_broken(tree, model)
+        && !refers_to_broken(&broken, model)
     {
-        errors.push(hub.source.error_at(&["routing", "default_model"], e.to_string()));
+        errors.push(
+            hub.source
+                .error_at(&["routing", "default_model"], e.to_string()),
+        );
     }
 
     for parsed in &tree.tools {
-        if let Some(tool) = build_tool(parsed, &registry, tree, &mut errors) {
+        if let Some(tool) = build_tool(parsed, &registry, &broken, &mut errors) {
             registry.tools.insert(tool.name.clone(), tool);
         }
     }
 
-    if errors.is_empty() { Ok(registry) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(registry)
+    } else {
+        Err(errors)
+    }
 }
 
 /// Whether an address names a file that failed to parse, whose error is already reported.
-fn refers_to_broken(tree: &ConfigTree, address: &str) -> bool {
+fn refers_to_broken(broken: &BTreeSet<String>, address: &str) -> bool {
     let first = address.split('/').next().unwrap_or(address);
-    tree.broken.contains(first)
+    broken.contains(first)
 }
 
-fn positive_duration(source: &SourceFile, key: &[&str], value: f64, errors: &mut Vec<ConfigError>) -> Duration {
+fn positive_duration(
+    source: &SourceFile,
+    key: &[&str],
+    value: f64,
+    errors: &mut Vec<ConfigError>,
+) -> Duration {
     if value.is_finite() && value > 0.0 && value < 86_400.0 {
         Duration::from_secs_f64(value)
     } else {
-        errors.push(source.error_at(key, format!("expected a number of seconds above 0 and below 86400, found {value}")));
+        errors.push(source.error_at(
+            key,
+            format!("expected a number of seconds above 0 and below 86400, found {value}"),
+        ));
         Duration::from_secs(1)
     }
 }
@@ -387,19 +433,27 @@ fn build_settings(
     for (i, name) in raw.server.api_keys_env.iter().enumerate() {
         let key = ["server", "api_keys_env", &i.to_string()];
         if !valid_env_name(name) {
-            errors.push(src.error_at(&key, format!("expected an environment variable name, found \"{name}\"")));
+            errors.push(src.error_at(
+                &key,
+                format!("expected an environment variable name, found \"{name}\""),
+            ));
         } else if let Some(value) = lookup(name) {
             api_keys.push(Secret::new(value));
         } else {
             errors.push(src.error_at(
                 &key,
-                format!("environment variable {name} is not set; the gateway would refuse every request"),
+                format!(
+                    "environment variable {name} is not set; the gateway would refuse every request"
+                ),
             ));
         }
     }
     let max_body_bytes = raw.server.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
     if max_body_bytes == 0 {
-        errors.push(src.error_at(&["server", "max_body_bytes"], "expected a size above 0, found 0"));
+        errors.push(src.error_at(
+            &["server", "max_body_bytes"],
+            "expected a size above 0, found 0",
+        ));
     }
     let timeout = positive_duration(
         src,
@@ -407,25 +461,52 @@ fn build_settings(
         raw.routing.timeout_s.unwrap_or(DEFAULT_TIMEOUT_S),
         errors,
     );
-    let failures = raw.routing.circuit_breaker.failures.unwrap_or(DEFAULT_BREAKER_FAILURES);
+    let failures = raw
+        .routing
+        .circuit_breaker
+        .failures
+        .unwrap_or(DEFAULT_BREAKER_FAILURES);
     if failures == 0 {
-        errors.push(src.error_at(&["routing", "circuit_breaker", "failures"], "expected at least 1, found 0"));
+        errors.push(src.error_at(
+            &["routing", "circuit_breaker", "failures"],
+            "expected at least 1, found 0",
+        ));
     }
     let breaker_cooldown = positive_duration(
         src,
         &["routing", "circuit_breaker", "cooldown_s"],
-        raw.routing.circuit_breaker.cooldown_s.unwrap_or(DEFAULT_BREAKER_COOLDOWN_S),
+        raw.routing
+            .circuit_breaker
+            .cooldown_s
+            .unwrap_or(DEFAULT_BREAKER_COOLDOWN_S),
         errors,
     );
-    let mcp_http_path = raw.mcp.http_path.clone().unwrap_or_else(|| "/mcp".to_string());
+    let mcp_http_path = raw
+        .mcp
+        .http_path
+        .clone()
+        .unwrap_or_else(|| "/mcp".to_string());
     if !mcp_http_path.starts_with('/') || mcp_http_path.len() < 2 {
-        errors.push(src.error_at(&["mcp", "http_path"], format!("expected a path such as \"/mcp\", found \"{mcp_http_path}\"")));
+        errors.push(src.error_at(
+            &["mcp", "http_path"],
+            format!("expected a path such as \"/mcp\", found \"{mcp_http_path}\""),
+        ));
     }
-    let mcp_tool_separator = raw.mcp.tool_separator.clone().unwrap_or_else(|| "__".to_string());
-    if mcp_tool_separator.is_empty() || !mcp_tool_separator.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+    let mcp_tool_separator = raw
+        .mcp
+        .tool_separator
+        .clone()
+        .unwrap_or_else(|| "__".to_string());
+    if mcp_tool_separator.is_empty()
+        || !mcp_tool_separator
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
         errors.push(src.error_at(
             &["mcp", "tool_separator"],
-            format!("expected one or more of a-z, A-Z, 0-9, _ and -, found \"{mcp_tool_separator}\""),
+            format!(
+                "expected one or more of a-z, A-Z, 0-9, _ and -, found \"{mcp_tool_separator}\""
+            ),
         ));
     }
     Settings {
@@ -446,9 +527,9 @@ fn build_settings(
 
 fn valid_provider_name(name: &str) -> bool {
     !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_' || c == '.')
+        && name.chars().all(|c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_' || c == '.'
+        })
 }
 
 fn build_provider(
@@ -464,31 +545,53 @@ fn build_provider(
     if !valid_provider_name(&name) {
         errors.push(ConfigError::whole_file(
             &src.path,
-            format!("provider name `{name}` (the file name) must use only a-z, 0-9, '-', '_' and '.'"),
+            format!(
+                "provider name `{name}` (the file name) must use only a-z, 0-9, '-', '_' and '.'"
+            ),
         ));
     }
     let adapter = raw.adapter.unwrap_or(AdapterKind::Openai);
     if matches!(adapter, AdapterKind::Anthropic | AdapterKind::Gemini) {
         errors.push(src.error_at(
             &["adapter"],
-            format!("adapter `{}` is not available in this version; expected \"openai\" or \"echo\"", adapter.as_str()),
+            format!(
+                "adapter `{}` is not available in this version; expected \"openai\" or \"echo\"",
+                adapter.as_str()
+            ),
         ));
     }
     let base_url = match (&raw.base_url, adapter) {
         (Some(url), _) => match reqwest::Url::parse(url) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => url.trim_end_matches('/').to_string(),
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
+                url.trim_end_matches('/').to_string()
+            }
             Ok(u) => {
-                errors.push(src.error_at(&["base_url"], format!("expected an http or https URL, found scheme `{}` in \"{url}\"", u.scheme())));
+                errors.push(src.error_at(
+                    &["base_url"],
+                    format!(
+                        "expected an http or https URL, found scheme `{}` in \"{url}\"",
+                        u.scheme()
+                    ),
+                ));
                 String::new()
             }
             Err(e) => {
-                errors.push(src.error_at(&["base_url"], format!("expected an http or https URL, found \"{url}\" ({e})")));
+                errors.push(src.error_at(
+                    &["base_url"],
+                    format!("expected an http or https URL, found \"{url}\" ({e})"),
+                ));
                 String::new()
             }
         },
         (None, AdapterKind::Echo) => String::new(),
         (None, _) => {
-            errors.push(src.error_at(&[], format!("missing key `base_url`: adapter `{}` needs the API's address", adapter.as_str())));
+            errors.push(src.error_at(
+                &[],
+                format!(
+                    "missing key `base_url`: adapter `{}` needs the API's address",
+                    adapter.as_str()
+                ),
+            ));
             String::new()
         }
     };
@@ -496,7 +599,10 @@ fn build_provider(
     let mut key = None;
     if let Some(env_key) = &raw.env_key {
         if !valid_env_name(env_key) {
-            errors.push(src.error_at(&["env_key"], format!("expected an environment variable name, found \"{env_key}\"")));
+            errors.push(src.error_at(
+                &["env_key"],
+                format!("expected an environment variable name, found \"{env_key}\""),
+            ));
         } else if let Some(value) = lookup(env_key) {
             key = Some(Secret::new(value));
         } else {
@@ -542,10 +648,19 @@ fn build_provider(
     };
     let mut headers = Vec::new();
     for (k, v) in &raw.headers {
-        match (HeaderName::try_from(k.as_str()), HeaderValue::try_from(v.as_str())) {
+        match (
+            HeaderName::try_from(k.as_str()),
+            HeaderValue::try_from(v.as_str()),
+        ) {
             (Ok(k), Ok(v)) => headers.push((k, v)),
-            (Err(_), _) => errors.push(src.error_at(&["headers", k], format!("`{k}` is not a valid HTTP header name"))),
-            (_, Err(_)) => errors.push(src.error_at(&["headers", k], "expected a header value of visible ASCII characters")),
+            (Err(_), _) => errors.push(src.error_at(
+                &["headers", k],
+                format!("`{k}` is not a valid HTTP header name"),
+            )),
+            (_, Err(_)) => errors.push(src.error_at(
+                &["headers", k],
+                "expected a header value of visible ASCII characters",
+            )),
         }
     }
     let system_prompt = raw.system_prompt.as_ref().and_then(|text| {
@@ -608,9 +723,15 @@ fn model_from_raw(id: &str, m: &RawModel) -> Model {
 }
 
 /// Unknown `fallback_to` targets and cycles, each reported at the file that starts it.
-fn check_fallbacks(tree: &ConfigTree, providers: &BTreeMap<String, Arc<Provider>>, errors: &mut Vec<ConfigError>) {
+fn check_fallbacks(
+    tree: &ConfigTree,
+    providers: &BTreeMap<String, Arc<Provider>>,
+    errors: &mut Vec<ConfigError>,
+) {
     for parsed in &tree.providers {
-        let Some(target) = &parsed.raw.fallback_to else { continue };
+        let Some(target) = &parsed.raw.fallback_to else {
+            continue;
+        };
         if tree.broken.contains(target) {
             continue;
         }
@@ -619,7 +740,10 @@ fn check_fallbacks(tree: &ConfigTree, providers: &BTreeMap<String, Arc<Provider>
             known.sort();
             errors.push(parsed.source.error_at(
                 &["fallback_to"],
-                format!("unknown provider `{target}`; expected one of: {}", known.join(", ")),
+                format!(
+                    "unknown provider `{target}`; expected one of: {}",
+                    known.join(", ")
+                ),
             ));
             continue;
         }
@@ -629,7 +753,10 @@ fn check_fallbacks(tree: &ConfigTree, providers: &BTreeMap<String, Arc<Provider>
             if name == parsed.name {
                 path.push(name);
                 // Report each cycle once, at its alphabetically first member.
-                if path[..path.len() - 1].iter().all(|p| *p >= parsed.name.as_str()) {
+                if path[..path.len() - 1]
+                    .iter()
+                    .all(|p| *p >= parsed.name.as_str())
+                {
                     errors.push(parsed.source.error_at(
                         &["fallback_to"],
                         format!("fallback_to forms a cycle: {}", path.join(" → ")),
@@ -653,7 +780,7 @@ fn check_fallbacks(tree: &ConfigTree, providers: &BTreeMap<String, Arc<Provider>
 fn build_tool(
     parsed: &Parsed<crate::config::RawTool>,
     registry: &Registry,
-    tree: &ConfigTree,
+    broken: &BTreeSet<String>,
     errors: &mut Vec<ConfigError>,
 ) -> Option<Tool> {
     let raw = &parsed.raw;
@@ -661,12 +788,15 @@ fn build_tool(
     let before = errors.len();
     if let Some(model) = &raw.model
         && let Err(e) = registry.resolve(model)
-        && !refers_to_broken(tree, model)
+        && !refers_to_broken(broken, model)
     {
         errors.push(src.error_at(&["model"], e.to_string()));
     }
     if raw.prompt.is_none() {
-        errors.push(src.error_at(&[], "missing key `prompt`: a prompt tool needs a prompt template"));
+        errors.push(src.error_at(
+            &[],
+            "missing key `prompt`: a prompt tool needs a prompt template",
+        ));
     }
     let declared: BTreeSet<String> = raw
         .input
@@ -676,7 +806,11 @@ fn build_tool(
         .map(|p| p.keys().cloned().collect())
         .unwrap_or_default();
     for key in ["system", "prompt"] {
-        let text = if key == "system" { &raw.system } else { &raw.prompt };
+        let text = if key == "system" {
+            &raw.system
+        } else {
+            &raw.prompt
+        };
         if let Some(text) = text
             && let Err(e) = Template::compile(text, &declared)
         {

@@ -26,7 +26,10 @@ pub fn reload(hub: &Hub) -> ReloadEvent {
     let outcome = match loaded.tree {
         Some(tree) if loaded.errors.is_empty() && tree.fingerprint == current.fingerprint => {
             // Reverting a broken edit lands here: the good config is serving, so the error is over.
-            hub.status.lock().unwrap_or_else(|e| e.into_inner()).last_error = None;
+            hub.status
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .last_error = None;
             ReloadEvent::Unchanged {
                 generation: current.generation,
             }
@@ -38,7 +41,10 @@ pub fn reload(hub: &Hub) -> ReloadEvent {
                     let generation = next.generation;
                     note_restart_settings(hub, &next);
                     hub.publish(next);
-                    hub.status.lock().unwrap_or_else(|e| e.into_inner()).last_error = None;
+                    hub.status
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .last_error = None;
                     tracing::info!(generation, "configuration reloaded");
                     ReloadEvent::Applied { generation }
                 }
@@ -66,7 +72,10 @@ pub fn reload(hub: &Hub) -> ReloadEvent {
             generation = current.generation,
             "configuration rejected; still serving the last good one"
         );
-        hub.status.lock().unwrap_or_else(|e| e.into_inner()).last_error = Some(ReloadFailure {
+        hub.status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .last_error = Some(ReloadFailure {
             at: SystemTime::now(),
             errors: errors.clone(),
         });
@@ -85,7 +94,10 @@ fn note_restart_settings(hub: &Hub, next: &registry::Registry) {
         tracing::warn!("{msg}");
         pending.push(msg);
     }
-    hub.status.lock().unwrap_or_else(|e| e.into_inner()).pending_restart = pending;
+    hub.status
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .pending_restart = pending;
 }
 
 /// Keeps the watcher alive; dropping it stops watching.
@@ -159,7 +171,9 @@ fn rewatch(
                 Ok(()) => {
                     watched.insert(path, target);
                 }
-                Err(e) => tracing::warn!(folder = %path.display(), error = %e, "cannot watch folder"),
+                Err(e) => {
+                    tracing::warn!(folder = %path.display(), error = %e, "cannot watch folder")
+                }
             }
         }
     }
@@ -173,7 +187,10 @@ fn is_relevant(path: &Path, dir: &Path, hub_name: Option<&std::ffi::OsStr>) -> b
     if name.ends_with(".swp") || name.ends_with('~') || name.ends_with(".tmp") || name == "4913" {
         return false;
     }
-    let parent = path.parent().and_then(|p| p.file_name()).and_then(|n| n.to_str());
+    let parent = path
+        .parent()
+        .and_then(|p| p.file_name())
+        .and_then(|n| n.to_str());
     let in_d_folder = matches!(parent, Some(PROVIDERS_DIR | TOOLS_DIR | SERVERS_DIR));
     (in_d_folder && name.ends_with(".toml"))
         || Some(std::ffi::OsStr::new(name)) == hub_name

@@ -44,7 +44,10 @@ impl Template {
         env.add_template_owned(NAME, source.to_string())
             .map_err(|e| TemplateError {
                 line: e.line(),
-                message: format!("template syntax: {}", e.detail().unwrap_or("invalid template")),
+                message: format!(
+                    "template syntax: {}",
+                    e.detail().unwrap_or("invalid template")
+                ),
             })?;
         let template = env.get_template(NAME).map_err(|e| TemplateError {
             line: e.line(),
@@ -98,7 +101,8 @@ mod tests {
 
     #[test]
     fn renders_with_strict_variables() {
-        let t = Template::compile("Hi {{ model }} on {{ today }}", &vars(&["model", "today"])).expect("compiles");
+        let t = Template::compile("Hi {{ model }} on {{ today }}", &vars(&["model", "today"]))
+            .expect("compiles");
         let out = t
             .render(&serde_json::json!({"model": "m", "today": "2026-01-01"}))
             .expect("renders");
@@ -116,7 +120,11 @@ mod tests {
 
     #[test]
     fn runaway_loops_run_out_of_fuel() {
-        let t = Template::compile("{% for i in range(100000) %}{{ i }}{% endfor %}", &vars(&[])).expect("compiles");
+        let t = Template::compile(
+            "{% for i in range(100000) %}{{ i }}{% endfor %}",
+            &vars(&[]),
+        )
+        .expect("compiles");
         assert!(t.render(&serde_json::json!({})).is_err());
     }
 }

@@ -30,7 +30,10 @@ async fn non_stream_reply_is_forwarded_byte_for_byte_with_unknown_fields_passed_
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["x-llmhub-provider"], "up");
     assert_eq!(resp.headers()["x-llmhub-model"], "gpt-4o-mini");
-    assert_eq!(resp.text().await.expect("body"), fixture("openai/chat.response.json"));
+    assert_eq!(
+        resp.text().await.expect("body"),
+        fixture("openai/chat.response.json")
+    );
 
     let seen = upstream.seen();
     assert_eq!(seen.len(), 1);
@@ -50,7 +53,10 @@ async fn stream_is_forwarded_chunk_by_chunk_as_it_arrives() {
     let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
     let release_rx = std::sync::Mutex::new(Some(release_rx));
     let fixture_sse = fixture("openai/chat.stream.sse");
-    let events: Vec<String> = fixture_sse.split_inclusive("\n\n").map(str::to_string).collect();
+    let events: Vec<String> = fixture_sse
+        .split_inclusive("\n\n")
+        .map(str::to_string)
+        .collect();
     let upstream = Mock::start(move |_, _| {
         let events = events.clone();
         let release = release_rx.lock().expect("lock").take();
@@ -58,14 +64,13 @@ async fn stream_is_forwarded_chunk_by_chunk_as_it_arrives() {
             let (first, rest) = events.split_at(2);
             let first = first.concat();
             let rest = rest.concat();
-            let body = futures_util::stream::once(async move { Ok::<_, std::io::Error>(first) }).chain(
-                futures_util::stream::once(async move {
+            let body = futures_util::stream::once(async move { Ok::<_, std::io::Error>(first) })
+                .chain(futures_util::stream::once(async move {
                     if let Some(r) = release {
                         let _ = r.await;
                     }
                     Ok(rest)
-                }),
-            );
+                }));
             sse_response(axum::body::Body::from_stream(body))
         }
     })
@@ -94,8 +99,15 @@ async fn stream_is_forwarded_chunk_by_chunk_as_it_arrives() {
     while let Some(chunk) = body.next().await {
         received.push_str(&String::from_utf8_lossy(&chunk.expect("bytes")));
     }
-    assert_eq!(sse_data(&received), sse_data(&fixture_sse), "every event, in order, ending in [DONE]");
-    assert_eq!(sse_data(&received).last().map(String::as_str), Some("[DONE]"));
+    assert_eq!(
+        sse_data(&received),
+        sse_data(&fixture_sse),
+        "every event, in order, ending in [DONE]"
+    );
+    assert_eq!(
+        sse_data(&received).last().map(String::as_str),
+        Some("[DONE]")
+    );
 
     let sent = &upstream.seen()[0].body;
     assert_eq!(sent["stream"], true);
@@ -105,7 +117,10 @@ async fn stream_is_forwarded_chunk_by_chunk_as_it_arrives() {
 #[tokio::test]
 async fn echo_streams_and_honours_include_usage() {
     let cfg = ConfigDir::new(HUB);
-    cfg.write("providers.d/echo.toml", "adapter = \"echo\"\nmodels = [\"echo\"]\n");
+    cfg.write(
+        "providers.d/echo.toml",
+        "adapter = \"echo\"\nmodels = [\"echo\"]\n",
+    );
     let server = Server::start(&cfg).await;
     for include in [true, false] {
         let resp = server
@@ -123,7 +138,10 @@ async fn echo_streams_and_honours_include_usage() {
             .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
             .collect();
         assert_eq!(content, "one two three");
-        let usage = chunks.last().and_then(|c| c.get("usage")).filter(|u| !u.is_null());
+        let usage = chunks
+            .last()
+            .and_then(|c| c.get("usage"))
+            .filter(|u| !u.is_null());
         assert_eq!(usage.is_some(), include, "{text}");
         if include {
             assert_eq!(usage.and_then(|u| u["completion_tokens"].as_u64()), Some(3));
@@ -136,7 +154,11 @@ async fn every_addressing_form_reaches_the_right_provider() {
     let a = Mock::ok().await;
     let b = Mock::ok().await;
     let cfg = ConfigDir::new(&format!("{HUB}[groups]\nteam = [\"b/beta-1\", \"a\"]\n"));
-    cfg.provider("a", &a.url, "default_model = \"alpha-1\"\n[models.alpha-1]\naliases = [\"alpha\"]\n[models.shared]\n");
+    cfg.provider(
+        "a",
+        &a.url,
+        "default_model = \"alpha-1\"\n[models.alpha-1]\naliases = [\"alpha\"]\n[models.shared]\n",
+    );
     cfg.provider("b", &b.url, "models = [\"beta-1\", \"shared\"]");
     let server = Server::start(&cfg).await;
 
@@ -151,33 +173,52 @@ async fn every_addressing_form_reaches_the_right_provider() {
         ("alpha", "a", "alpha-1"),
     ];
     for (address, provider, model) in cases {
-        let resp = server.chat(json!({"model": address, "messages": user("hi")})).await;
+        let resp = server
+            .chat(json!({"model": address, "messages": user("hi")}))
+            .await;
         assert_eq!(resp.status(), 200, "{address}");
         assert_eq!(resp.headers()["x-llmhub-provider"], provider, "{address}");
         assert_eq!(resp.headers()["x-llmhub-model"], model, "{address}");
     }
-    assert_eq!(a.seen().last().map(|s| s.body["model"].clone()), Some(json!("alpha-1")));
+    assert_eq!(
+        a.seen().last().map(|s| s.body["model"].clone()),
+        Some(json!("alpha-1"))
+    );
 
-    let resp = server.chat(json!({"model": "shared", "messages": user("hi")})).await;
+    let resp = server
+        .chat(json!({"model": "shared", "messages": user("hi")}))
+        .await;
     assert_eq!(resp.status(), 400);
     let body: Value = resp.json().await.expect("json");
     assert_eq!(body["error"]["code"], "model_ambiguous");
     let msg = body["error"]["message"].as_str().unwrap_or_default();
-    assert!(msg.contains("a/shared") && msg.contains("b/shared"), "{msg}");
+    assert!(
+        msg.contains("a/shared") && msg.contains("b/shared"),
+        "{msg}"
+    );
 
-    let resp = server.chat(json!({"model": "nope", "messages": user("hi")})).await;
+    let resp = server
+        .chat(json!({"model": "nope", "messages": user("hi")}))
+        .await;
     assert_eq!(resp.status(), 404);
     let body: Value = resp.json().await.expect("json");
     assert_eq!(body["error"]["code"], "model_not_found");
     assert_eq!(body["error"]["param"], "model");
     let msg = body["error"]["message"].as_str().unwrap_or_default();
-    assert!(msg.contains("team") && msg.contains("a/alpha-1") && msg.contains("b/beta-1"), "{msg}");
+    assert!(
+        msg.contains("team") && msg.contains("a/alpha-1") && msg.contains("b/beta-1"),
+        "{msg}"
+    );
 }
 
 async fn two_provider_server(first_url: &str, first_extra: &str) -> (Mock, Server, ConfigDir) {
     let backup = Mock::ok().await;
     let cfg = ConfigDir::new(HUB);
-    cfg.provider("first", first_url, &format!("models = [\"m1\"]\nfallback_to = \"second\"\n{first_extra}"));
+    cfg.provider(
+        "first",
+        first_url,
+        &format!("models = [\"m1\"]\nfallback_to = \"second\"\n{first_extra}"),
+    );
     cfg.provider("second", &backup.url, "models = [\"m2\"]");
     let server = Server::start(&cfg).await;
     (backup, server, cfg)
@@ -188,7 +229,9 @@ async fn falls_back_after_500_and_429_and_lists_the_attempt() {
     for status in [500, 429, 503] {
         let failing = Mock::failing(status).await;
         let (backup, server, _cfg) = two_provider_server(&failing.url, "").await;
-        let resp = server.chat(json!({"model": "first", "messages": user("hi")})).await;
+        let resp = server
+            .chat(json!({"model": "first", "messages": user("hi")}))
+            .await;
         assert_eq!(resp.status(), 200, "after {status}");
         assert_eq!(resp.headers()["x-llmhub-provider"], "second");
         assert_eq!(resp.headers()["x-llmhub-model"], "m2");
@@ -202,7 +245,9 @@ async fn falls_back_after_500_and_429_and_lists_the_attempt() {
 async fn falls_back_after_a_timeout() {
     let hanging = Mock::start(|_, _| std::future::pending::<axum::response::Response>()).await;
     let (backup, server, _cfg) = two_provider_server(&hanging.url, "timeout_s = 0.3").await;
-    let resp = server.chat(json!({"model": "first", "messages": user("hi")})).await;
+    let resp = server
+        .chat(json!({"model": "first", "messages": user("hi")}))
+        .await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["x-llmhub-provider"], "second");
     assert_eq!(backup.count(), 1);
@@ -219,7 +264,9 @@ async fn falls_back_after_a_timeout() {
 async fn falls_back_when_the_connection_is_refused() {
     let url = refused_url().await;
     let (backup, server, _cfg) = two_provider_server(&url, "").await;
-    let resp = server.chat(json!({"model": "first/m1", "messages": user("hi")})).await;
+    let resp = server
+        .chat(json!({"model": "first/m1", "messages": user("hi")}))
+        .await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["x-llmhub-provider"], "second");
     assert_eq!(backup.count(), 1);
@@ -251,7 +298,9 @@ async fn the_provider_key_never_reaches_the_client() {
     let cfg = ConfigDir::new(HUB);
     cfg.provider("leaky", &leaky.url, "models = [\"m\"]");
     let server = Server::start(&cfg).await;
-    let resp = server.chat(json!({"model": "leaky", "messages": user("hi")})).await;
+    let resp = server
+        .chat(json!({"model": "leaky", "messages": user("hi")}))
+        .await;
     assert_eq!(resp.status(), 401);
     let text = resp.text().await.expect("body");
     assert!(!text.contains(KEY), "{text}");
@@ -267,7 +316,8 @@ async fn retries_honour_retry_after_before_falling_back() {
     let flaky = Mock::start(|n, _| async move {
         if n == 0 {
             let mut r = json_response(429, &fixture("openai/error.429.json"));
-            r.headers_mut().insert("retry-after-ms", "300".parse().expect("header"));
+            r.headers_mut()
+                .insert("retry-after-ms", "300".parse().expect("header"));
             r
         } else {
             json_response(200, &fixture("openai/chat.response.json"))
@@ -275,7 +325,9 @@ async fn retries_honour_retry_after_before_falling_back() {
     })
     .await;
     let (backup, server, _cfg) = two_provider_server(&flaky.url, "retries = 1").await;
-    let resp = server.chat(json!({"model": "first", "messages": user("hi")})).await;
+    let resp = server
+        .chat(json!({"model": "first", "messages": user("hi")}))
+        .await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["x-llmhub-provider"], "first");
     let seen = flaky.seen();
@@ -289,12 +341,15 @@ async fn retries_honour_retry_after_before_falling_back() {
 async fn a_retry_after_too_long_to_wait_goes_down_the_chain_at_once() {
     let limited = Mock::start(|_, _| async {
         let mut r = json_response(429, &fixture("openai/error.429.json"));
-        r.headers_mut().insert("retry-after", "3600".parse().expect("header"));
+        r.headers_mut()
+            .insert("retry-after", "3600".parse().expect("header"));
         r
     })
     .await;
     let (backup, server, _cfg) = two_provider_server(&limited.url, "retries = 3").await;
-    let resp = server.chat(json!({"model": "first", "messages": user("hi")})).await;
+    let resp = server
+        .chat(json!({"model": "first", "messages": user("hi")}))
+        .await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["x-llmhub-provider"], "second");
     assert_eq!(limited.count(), 1);
@@ -314,7 +369,9 @@ async fn retries_with_backoff_on_server_errors() {
     let cfg = ConfigDir::new(HUB);
     cfg.provider("flaky", &flaky.url, "models = [\"m\"]\nretries = 2");
     let server = Server::start(&cfg).await;
-    let resp = server.chat(json!({"model": "flaky", "messages": user("hi")})).await;
+    let resp = server
+        .chat(json!({"model": "flaky", "messages": user("hi")}))
+        .await;
     assert_eq!(resp.status(), 200);
     assert_eq!(flaky.count(), 3);
 }
@@ -325,17 +382,26 @@ async fn exhaustion_lists_every_attempt() {
     let two = Mock::failing(503).await;
     let cfg = ConfigDir::new(HUB);
     cfg.provider("one", &one.url, "models = [\"m1\"]\nfallback_to = \"two\"");
-    cfg.provider("two", &two.url, "models = [\"m2\"]\nfallback_to = \"three\"");
+    cfg.provider(
+        "two",
+        &two.url,
+        "models = [\"m2\"]\nfallback_to = \"three\"",
+    );
     cfg.write(
         "providers.d/three.toml",
         "base_url = \"http://127.0.0.1:9/v1\"\nenv_key = \"LLMHUB_TEST_UNSET_KEY\"\nmodels = [\"m3\"]\n",
     );
     let server = Server::start(&cfg).await;
-    let resp = server.chat(json!({"model": "one", "messages": user("hi")})).await;
+    let resp = server
+        .chat(json!({"model": "one", "messages": user("hi")}))
+        .await;
     assert_eq!(resp.status(), 502);
     let body: Value = resp.json().await.expect("json");
     assert_eq!(body["error"]["code"], "upstream_error");
-    let attempts = body["error"]["attempts"].as_array().expect("attempts").clone();
+    let attempts = body["error"]["attempts"]
+        .as_array()
+        .expect("attempts")
+        .clone();
     assert_eq!(attempts.len(), 3, "{body}");
     assert_eq!(attempts[0]["provider"], "one");
     assert_eq!(attempts[0]["model"], "m1");
@@ -346,7 +412,10 @@ async fn exhaustion_lists_every_attempt() {
     assert_eq!(attempts[2]["outcome"], "skipped");
     assert_eq!(attempts[2]["error"], "LLMHUB_TEST_UNSET_KEY is not set");
     let msg = body["error"]["message"].as_str().unwrap_or_default();
-    assert!(msg.contains("one/m1 500") && msg.contains("two/m2 503"), "{msg}");
+    assert!(
+        msg.contains("one/m1 500") && msg.contains("two/m2 503"),
+        "{msg}"
+    );
 }
 
 #[tokio::test]
@@ -359,9 +428,13 @@ async fn timeouts_everywhere_give_504_and_no_active_provider_gives_503() {
         "base_url = \"http://127.0.0.1:9/v1\"\nenv_key = \"LLMHUB_TEST_UNSET_KEY\"\nmodels = [\"m-off\"]\n",
     );
     let server = Server::start(&cfg).await;
-    let resp = server.chat(json!({"model": "slow", "messages": user("hi")})).await;
+    let resp = server
+        .chat(json!({"model": "slow", "messages": user("hi")}))
+        .await;
     assert_eq!(resp.status(), 504);
-    let resp = server.chat(json!({"model": "off", "messages": user("hi")})).await;
+    let resp = server
+        .chat(json!({"model": "off", "messages": user("hi")}))
+        .await;
     assert_eq!(resp.status(), 503);
     let body: Value = resp.json().await.expect("json");
     assert_eq!(body["error"]["code"], "no_provider_available");
@@ -371,15 +444,27 @@ async fn timeouts_everywhere_give_504_and_no_active_provider_gives_503() {
 async fn the_circuit_opens_and_requests_go_straight_down_the_chain() {
     let failing = Mock::failing(500).await;
     let backup = Mock::ok().await;
-    let cfg = ConfigDir::new("[routing]\nretries = 0\nbackoff_ms = 1\n[routing.circuit_breaker]\nfailures = 2\ncooldown_s = 600\n");
-    cfg.provider("first", &failing.url, "models = [\"m1\"]\nfallback_to = \"second\"");
+    let cfg = ConfigDir::new(
+        "[routing]\nretries = 0\nbackoff_ms = 1\n[routing.circuit_breaker]\nfailures = 2\ncooldown_s = 600\n",
+    );
+    cfg.provider(
+        "first",
+        &failing.url,
+        "models = [\"m1\"]\nfallback_to = \"second\"",
+    );
     cfg.provider("second", &backup.url, "models = [\"m2\"]");
     let server = Server::start(&cfg).await;
     for _ in 0..4 {
-        let resp = server.chat(json!({"model": "first", "messages": user("hi")})).await;
+        let resp = server
+            .chat(json!({"model": "first", "messages": user("hi")}))
+            .await;
         assert_eq!(resp.status(), 200);
     }
-    assert_eq!(failing.count(), 2, "after two failures the provider is skipped");
+    assert_eq!(
+        failing.count(),
+        2,
+        "after two failures the provider is skipped"
+    );
     assert_eq!(backup.count(), 4);
     let health = server.get_json("/health").await;
     assert_eq!(health["providers"]["first"]["circuit"]["state"], "open");
@@ -400,23 +485,39 @@ async fn system_prompt_templates_are_merged_or_prepended() {
         "models = [\"p\"]\nsystem_prompt = \"Rules for {{ model }}.\"\nsystem_prompt_mode = \"prepend\"",
     );
     let server = Server::start(&cfg).await;
-    let messages = json!([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}]);
-    server.chat(json!({"model": "merge", "messages": messages})).await;
-    server.chat(json!({"model": "prepend", "messages": messages})).await;
-    server.chat(json!({"model": "merge", "messages": user("hi")})).await;
+    let messages =
+        json!([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}]);
+    server
+        .chat(json!({"model": "merge", "messages": messages}))
+        .await;
+    server
+        .chat(json!({"model": "prepend", "messages": messages}))
+        .await;
+    server
+        .chat(json!({"model": "merge", "messages": user("hi")}))
+        .await;
     let seen = up.seen();
-    assert_eq!(seen[0].body["messages"][0]["content"], "You are m via merge.\n\nBe brief.");
+    assert_eq!(
+        seen[0].body["messages"][0]["content"],
+        "You are m via merge.\n\nBe brief."
+    );
     assert_eq!(seen[0].body["messages"].as_array().map(Vec::len), Some(2));
     assert_eq!(seen[1].body["messages"][0]["content"], "Rules for p.");
     assert_eq!(seen[1].body["messages"][1]["content"], "Be brief.");
     assert_eq!(seen[2].body["messages"][0]["role"], "system");
-    assert_eq!(seen[2].body["messages"][0]["content"], "You are m via merge.");
+    assert_eq!(
+        seen[2].body["messages"][0]["content"],
+        "You are m via merge."
+    );
 }
 
 #[tokio::test]
 async fn bad_requests_get_openai_shaped_errors_with_the_right_status() {
     let cfg = ConfigDir::new("[server]\nmax_body_bytes = 2048\n");
-    cfg.write("providers.d/echo.toml", "adapter = \"echo\"\nmodels = [\"echo\"]\n");
+    cfg.write(
+        "providers.d/echo.toml",
+        "adapter = \"echo\"\nmodels = [\"echo\"]\n",
+    );
     let server = Server::start(&cfg).await;
     let post = |body: String| {
         server
@@ -428,13 +529,41 @@ async fn bad_requests_get_openai_shaped_errors_with_the_right_status() {
     };
     let cases: Vec<(String, u16, &str, Option<&str>)> = vec![
         ("{not json".into(), 400, "invalid_json", None),
-        (r#"{"model":"echo"}"#.into(), 400, "invalid_request", Some("messages")),
-        (r#"{"model":"echo","messages":[]}"#.into(), 400, "invalid_request", Some("messages")),
-        (r#"{"model":"echo","messages":"hi"}"#.into(), 400, "invalid_request", Some("messages")),
-        (r#"{"messages":[{"role":"user","content":"x"}]}"#.into(), 400, "model_required", Some("model")),
-        (r#"{"model":"ghost","messages":[{"role":"user","content":"x"}]}"#.into(), 404, "model_not_found", Some("model")),
         (
-            format!(r#"{{"model":"echo","messages":[{{"role":"user","content":"{}"}}]}}"#, "x".repeat(4096)),
+            r#"{"model":"echo"}"#.into(),
+            400,
+            "invalid_request",
+            Some("messages"),
+        ),
+        (
+            r#"{"model":"echo","messages":[]}"#.into(),
+            400,
+            "invalid_request",
+            Some("messages"),
+        ),
+        (
+            r#"{"model":"echo","messages":"hi"}"#.into(),
+            400,
+            "invalid_request",
+            Some("messages"),
+        ),
+        (
+            r#"{"messages":[{"role":"user","content":"x"}]}"#.into(),
+            400,
+            "model_required",
+            Some("model"),
+        ),
+        (
+            r#"{"model":"ghost","messages":[{"role":"user","content":"x"}]}"#.into(),
+            404,
+            "model_not_found",
+            Some("model"),
+        ),
+        (
+            format!(
+                r#"{{"model":"echo","messages":[{{"role":"user","content":"{}"}}]}}"#,
+                "x".repeat(4096)
+            ),
             413,
             "request_too_large",
             None,
@@ -445,25 +574,47 @@ async fn bad_requests_get_openai_shaped_errors_with_the_right_status() {
         assert_eq!(resp.status().as_u16(), status, "{body:.80}");
         let got: Value = resp.json().await.expect("json error body");
         assert_eq!(got["error"]["code"], code, "{body:.80}");
-        assert!(got["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+        assert!(
+            got["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
         assert!(got["error"]["type"].is_string());
         if let Some(param) = param {
             assert_eq!(got["error"]["param"], param, "{body:.80}");
         }
     }
-    let resp = server.client.get(format!("{}/v1/nothing", server.url)).send().await.expect("send");
+    let resp = server
+        .client
+        .get(format!("{}/v1/nothing", server.url))
+        .send()
+        .await
+        .expect("send");
     assert_eq!(resp.status(), 404);
     let got: Value = resp.json().await.expect("json");
     assert_eq!(got["error"]["code"], "not_found");
-    let resp = server.client.get(format!("{}/v1/chat/completions", server.url)).send().await.expect("send");
+    let resp = server
+        .client
+        .get(format!("{}/v1/chat/completions", server.url))
+        .send()
+        .await
+        .expect("send");
     assert_eq!(resp.status(), 405);
 }
 
 #[tokio::test]
 async fn the_gateway_key_is_required_when_configured() {
-    let cfg = ConfigDir::new("[server]\napi_keys_env = [\"LLMHUB_TEST_GATEWAY_KEY\", \"LLMHUB_TEST_GATEWAY_KEY_2\"]\n");
-    cfg.write(".env", "LLMHUB_TEST_GATEWAY_KEY=gw-one\nLLMHUB_TEST_GATEWAY_KEY_2=gw-two\n");
-    cfg.write("providers.d/echo.toml", "adapter = \"echo\"\nmodels = [\"echo\"]\n");
+    let cfg = ConfigDir::new(
+        "[server]\napi_keys_env = [\"LLMHUB_TEST_GATEWAY_KEY\", \"LLMHUB_TEST_GATEWAY_KEY_2\"]\n",
+    );
+    cfg.write(
+        ".env",
+        "LLMHUB_TEST_GATEWAY_KEY=gw-one\nLLMHUB_TEST_GATEWAY_KEY_2=gw-two\n",
+    );
+    cfg.write(
+        "providers.d/echo.toml",
+        "adapter = \"echo\"\nmodels = [\"echo\"]\n",
+    );
     let server = Server::start(&cfg).await;
     let send = |key: Option<&'static str>| {
         let mut req = server
@@ -485,9 +636,19 @@ async fn the_gateway_key_is_required_when_configured() {
     assert_eq!(body["error"]["code"], "invalid_api_key");
     assert_eq!(send(Some("gw-one")).await.expect("send").status(), 200);
     assert_eq!(send(Some("gw-two")).await.expect("send").status(), 200);
-    let models = server.client.get(format!("{}/v1/models", server.url)).send().await.expect("send");
+    let models = server
+        .client
+        .get(format!("{}/v1/models", server.url))
+        .send()
+        .await
+        .expect("send");
     assert_eq!(models.status(), 401);
-    let health = server.client.get(format!("{}/health", server.url)).send().await.expect("send");
+    let health = server
+        .client
+        .get(format!("{}/health", server.url))
+        .send()
+        .await
+        .expect("send");
     assert_eq!(health.status(), 200, "health stays open for probes");
 }
 
@@ -503,10 +664,18 @@ async fn models_lists_active_models_and_groups_in_openai_shape() {
     let server = Server::start(&cfg).await;
     let list = server.get_json("/v1/models").await;
     assert_eq!(list["object"], "list");
-    let ids: Vec<&str> = list["data"].as_array().expect("data").iter().filter_map(|m| m["id"].as_str()).collect();
+    let ids: Vec<&str> = list["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .filter_map(|m| m["id"].as_str())
+        .collect();
     assert_eq!(ids, vec!["on/a", "team"]);
     assert_eq!(list["data"][0]["object"], "model");
     let health = server.get_json("/health").await;
     assert_eq!(health["providers"]["off"]["active"], false);
-    assert_eq!(health["providers"]["off"]["reason"], "LLMHUB_TEST_UNSET_KEY is not set");
+    assert_eq!(
+        health["providers"]["off"]["reason"],
+        "LLMHUB_TEST_UNSET_KEY is not set"
+    );
 }

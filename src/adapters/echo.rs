@@ -89,7 +89,10 @@ pub fn chat_stream(call: Call<'_>) -> Result<ChunkStream, ProviderError> {
         }
         Ok(Bytes::from(c.to_string()))
     };
-    let mut chunks = vec![chunk(json!({"role": "assistant", "content": ""}), Value::Null)];
+    let mut chunks = vec![chunk(
+        json!({"role": "assistant", "content": ""}),
+        Value::Null,
+    )];
     for word in r.text.split_inclusive(char::is_whitespace) {
         chunks.push(chunk(json!({"content": word}), Value::Null));
     }

@@ -49,7 +49,9 @@ impl ChatRequest {
         match (mode, existing) {
             (SystemPromptMode::Merge, Some(message)) => {
                 message.content = Some(match message.content.take() {
-                    Some(Value::String(s)) if !s.is_empty() => Value::String(format!("{text}\n\n{s}")),
+                    Some(Value::String(s)) if !s.is_empty() => {
+                        Value::String(format!("{text}\n\n{s}"))
+                    }
                     Some(Value::Array(mut parts)) => {
                         parts.insert(0, serde_json::json!({"type": "text", "text": text}));
                         Value::Array(parts)
@@ -158,7 +160,11 @@ impl ProviderError {
 /// The upstream's own error message when the body is OpenAI-shaped, else its first 200 characters.
 fn summary(body: &Bytes) -> String {
     let parsed: Option<Value> = serde_json::from_slice(body).ok();
-    if let Some(msg) = parsed.as_ref().and_then(|v| v.pointer("/error/message")).and_then(Value::as_str) {
+    if let Some(msg) = parsed
+        .as_ref()
+        .and_then(|v| v.pointer("/error/message"))
+        .and_then(Value::as_str)
+    {
         return msg.to_string();
     }
     let text = String::from_utf8_lossy(body);
@@ -192,7 +198,12 @@ impl Call<'_> {
                     "model": self.model,
                     "today": today,
                 }))
-                .map_err(|e| ProviderError::Request(format!("system_prompt of provider {}: {e}", self.provider.name)))?;
+                .map_err(|e| {
+                    ProviderError::Request(format!(
+                        "system_prompt of provider {}: {e}",
+                        self.provider.name
+                    ))
+                })?;
             request.apply_system_prompt(text, sp.mode);
         }
         Ok(request)
@@ -236,7 +247,10 @@ pub async fn chat_stream(call: Call<'_>) -> Result<ChunkStream, ProviderError> {
 }
 
 fn unsupported(p: &Provider) -> ProviderError {
-    ProviderError::Request(format!("adapter {} is not available in this version", p.adapter.as_str()))
+    ProviderError::Request(format!(
+        "adapter {} is not available in this version",
+        p.adapter.as_str()
+    ))
 }
 
 #[cfg(test)]
@@ -269,12 +283,16 @@ mod tests {
         let mut merged = request(base.clone());
         merged.apply_system_prompt("House rules.".into(), SystemPromptMode::Merge);
         assert_eq!(merged.messages.len(), 2);
-        assert_eq!(merged.messages[0].text_content(), "House rules.\n\nBe brief.");
+        assert_eq!(
+            merged.messages[0].text_content(),
+            "House rules.\n\nBe brief."
+        );
         let mut prepended = request(base);
         prepended.apply_system_prompt("House rules.".into(), SystemPromptMode::Prepend);
         assert_eq!(prepended.messages.len(), 3);
         assert_eq!(prepended.messages[0].text_content(), "House rules.");
-        let mut none = request(serde_json::json!({"messages": [{"role": "user", "content": "hi"}]}));
+        let mut none =
+            request(serde_json::json!({"messages": [{"role": "user", "content": "hi"}]}));
         none.apply_system_prompt("House rules.".into(), SystemPromptMode::Merge);
         assert_eq!(none.messages[0].role, "system");
     }

@@ -27,7 +27,10 @@ pub async fn chat(call: Call<'_>) -> Result<Completion, ProviderError> {
     if !response.status().is_success() {
         return Err(status_error(response, call.provider, timeout).await);
     }
-    let body = response.bytes().await.map_err(|e| transport_error(e, timeout))?;
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| transport_error(e, timeout))?;
     // A 200 carrying an HTML error page from a proxy must fall back, not reach the client.
     #[derive(Deserialize)]
     struct Shape {
@@ -51,28 +54,29 @@ pub async fn chat_stream(call: Call<'_>) -> Result<ChunkStream, ProviderError> {
         return Err(status_error(response, call.provider, timeout).await);
     }
     let events = response.bytes_stream().eventsource();
-    let stream = futures_util::stream::unfold((events, false), move |(mut events, done)| async move {
-        if done {
-            return None;
-        }
-        loop {
-            // The timeout is per event: a long answer may stream for minutes, a silent one may not.
-            let next = match tokio::time::timeout(timeout, events.next()).await {
-                Err(_) => return Some((Err(ProviderError::Timeout(timeout)), (events, true))),
-                Ok(None) => return None,
-                Ok(Some(next)) => next,
-            };
-            match next {
-                Ok(event) if event.data.trim() == "[DONE]" => return None,
-                Ok(event) if event.data.trim().is_empty() => continue,
-                Ok(event) => return Some((Ok(Bytes::from(event.data)), (events, false))),
-                Err(e) => {
-                    let err = ProviderError::Connect(format!("stream broke: {e}"));
-                    return Some((Err(err), (events, true)));
+    let stream =
+        futures_util::stream::unfold((events, false), move |(mut events, done)| async move {
+            if done {
+                return None;
+            }
+            loop {
+                // The timeout is per event: a long answer may stream for minutes, a silent one may not.
+                let next = match tokio::time::timeout(timeout, events.next()).await {
+                    Err(_) => return Some((Err(ProviderError::Timeout(timeout)), (events, true))),
+                    Ok(None) => return None,
+                    Ok(Some(next)) => next,
+                };
+                match next {
+                    Ok(event) if event.data.trim() == "[DONE]" => return None,
+                    Ok(event) if event.data.trim().is_empty() => continue,
+                    Ok(event) => return Some((Ok(Bytes::from(event.data)), (events, false))),
+                    Err(e) => {
+                        let err = ProviderError::Connect(format!("stream broke: {e}"));
+                        return Some((Err(err), (events, true)));
+                    }
                 }
             }
-        }
-    });
+        });
     Ok(Box::pin(stream))
 }
 
@@ -100,7 +104,11 @@ pub(crate) fn transport_error(e: reqwest::Error, timeout: Duration) -> ProviderE
         source = s.source();
     }
     let e = e.without_url();
-    let text = if cause.is_empty() { e.to_string() } else { cause };
+    let text = if cause.is_empty() {
+        e.to_string()
+    } else {
+        cause
+    };
     if e.is_connect() {
         ProviderError::Connect(text)
     } else if e.is_decode() || e.is_body() {
@@ -111,7 +119,11 @@ pub(crate) fn transport_error(e: reqwest::Error, timeout: Duration) -> ProviderE
 }
 
 /// Turns a non-2xx answer into an error, keeping its body (with the key scrubbed) and Retry-After.
-pub(crate) async fn status_error(response: reqwest::Response, provider: &Provider, timeout: Duration) -> ProviderError {
+pub(crate) async fn status_error(
+    response: reqwest::Response,
+    provider: &Provider,
+    timeout: Duration,
+) -> ProviderError {
     let status = response.status().as_u16();
     let retry_after = retry_after(response.headers());
     let body = match tokio::time::timeout(timeout, response.bytes()).await {
@@ -151,7 +163,10 @@ pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
         return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
     }
     let when = httpdate::parse_http_date(value).ok()?;
-    Some(when.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO))
+    Some(
+        when.duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
 }
 
 #[cfg(test)]
@@ -169,7 +184,10 @@ mod tests {
         let later = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(30));
         d.insert(RETRY_AFTER, later.parse().expect("header"));
         let got = retry_after(&d).expect("date");
-        assert!(got > Duration::from_secs(25) && got <= Duration::from_secs(30), "{got:?}");
+        assert!(
+            got > Duration::from_secs(25) && got <= Duration::from_secs(30),
+            "{got:?}"
+        );
         d.insert(RETRY_AFTER, "soon".parse().expect("header"));
         assert_eq!(retry_after(&d), None);
     }

@@ -49,6 +49,16 @@ pub struct SourceFile {
 }
 
 impl SourceFile {
+    /// A stand-in for a file that could not be parsed.
+    pub fn empty(path: &Path) -> Self {
+        Self {
+            path: path.to_path_buf(),
+            text: String::new(),
+            doc: toml_edit::Document::parse(String::new())
+                .unwrap_or_else(|_| unreachable!("empty TOML parses")),
+        }
+    }
+
     /// An error at `key_path` (segments as written in the file); falls back to the
     /// nearest existing parent key, then to the whole file, when the key is absent.
     pub fn error_at(&self, key_path: &[&str], message: impl Into<String>) -> ConfigError {
@@ -60,7 +70,12 @@ impl SourceFile {
         self.error_located(key_path, message, true)
     }
 
-    fn error_located(&self, key_path: &[&str], message: impl Into<String>, at_key: bool) -> ConfigError {
+    fn error_located(
+        &self,
+        key_path: &[&str],
+        message: impl Into<String>,
+        at_key: bool,
+    ) -> ConfigError {
         let span = locate(self.doc.as_table(), key_path, at_key);
         ConfigError {
             file: self.path.clone(),
@@ -101,9 +116,7 @@ pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
 
 fn locate(table: &toml_edit::Table, path: &[&str], at_key: bool) -> Option<Range<usize>> {
     let (first, rest) = path.split_first()?;
-    let Some((key, item)) = table.get_key_value(first) else {
-        return None;
-    };
+    let (key, item) = table.get_key_value(first)?;
     if rest.is_empty() {
         return if at_key {
             key.span().or_else(|| item.span())
@@ -124,7 +137,11 @@ fn locate(table: &toml_edit::Table, path: &[&str], at_key: bool) -> Option<Range
     deeper.or_else(|| key.span())
 }
 
-fn locate_inline(table: &toml_edit::InlineTable, path: &[&str], at_key: bool) -> Option<Range<usize>> {
+fn locate_inline(
+    table: &toml_edit::InlineTable,
+    path: &[&str],
+    at_key: bool,
+) -> Option<Range<usize>> {
     let (first, rest) = path.split_first()?;
     let (key, value) = table.get_key_value(first)?;
     if rest.is_empty() {
@@ -195,7 +212,8 @@ trait ContainsKeyAt {
 impl ContainsKeyAt for toml_edit::Table {
     /// Standard tables have no span of their own covering their body, so look at children.
     fn contains_key_at(&self, offset: usize) -> bool {
-        self.span().is_some_and(|s| s.start <= offset && offset < s.end)
+        self.span()
+            .is_some_and(|s| s.start <= offset && offset < s.end)
             || self.iter().any(|(key, item)| {
                 self.get_key_value(key).is_some_and(|(k, _)| {
                     contains(k.span(), offset)

@@ -136,14 +136,20 @@ impl<'de> Deserialize<'de> for RawModels {
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("a list of model ids or a table of [models.ID] tables")
             }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<RawModels, A::Error> {
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<RawModels, A::Error> {
                 let mut out = Vec::new();
                 while let Some(id) = seq.next_element::<String>()? {
                     out.push((id, RawModel::default()));
                 }
                 Ok(RawModels(out))
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<RawModels, A::Error> {
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<RawModels, A::Error> {
                 let mut out = Vec::new();
                 while let Some((id, model)) = map.next_entry::<String, RawModel>()? {
                     out.push((id, model));
@@ -204,11 +210,26 @@ pub fn load(hub_path: &Path) -> Loaded {
     // An empty parent (for `hub.toml`) keeps file names in messages short and relative.
     let dir = hub_path.parent().unwrap_or(Path::new("")).to_path_buf();
 
-    let Some(hub) = parse_file::<RawHub>(hub_path, &mut errors, &mut hasher) else {
+    if let Err(e) = std::fs::metadata(hub_path) {
+        errors.push(ConfigError::whole_file(
+            hub_path,
+            format!("cannot read file: {e}"),
+        ));
         return Loaded { tree: None, errors };
-    };
+    }
+    // A broken hub.toml is reported, and the other files are still read for their own errors.
+    let hub = parse_file::<RawHub>(hub_path, &mut errors, &mut hasher).unwrap_or_else(|| Parsed {
+        name: file_stem(hub_path),
+        source: SourceFile::empty(hub_path),
+        raw: RawHub::default(),
+    });
     let mut broken = BTreeSet::new();
-    let providers = parse_dir::<RawProvider>(&dir.join(PROVIDERS_DIR), &mut errors, &mut broken, &mut hasher);
+    let providers = parse_dir::<RawProvider>(
+        &dir.join(PROVIDERS_DIR),
+        &mut errors,
+        &mut broken,
+        &mut hasher,
+    );
     let tools = parse_dir::<RawTool>(&dir.join(TOOLS_DIR), &mut errors, &mut broken, &mut hasher);
     let dotenv = read_dotenv(&dir.join(DOTENV), &mut errors, &mut hasher);
 
@@ -237,7 +258,10 @@ fn parse_dir<T: DeserializeOwned + Default>(
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
         Err(e) => {
-            errors.push(ConfigError::whole_file(dir, format!("cannot read folder: {e}")));
+            errors.push(ConfigError::whole_file(
+                dir,
+                format!("cannot read folder: {e}"),
+            ));
             return Vec::new();
         }
     };
@@ -282,7 +306,10 @@ fn parse_file<T: DeserializeOwned + Default>(
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) => {
-            errors.push(ConfigError::whole_file(path, format!("cannot read file: {e}")));
+            errors.push(ConfigError::whole_file(
+                path,
+                format!("cannot read file: {e}"),
+            ));
             return None;
         }
     };
@@ -368,13 +395,20 @@ fn find_key(item: &toml_edit::Item, name: &str, path: &mut Vec<String>) -> bool 
 }
 
 /// `KEY=value` lines; blank lines and `#` comments are skipped, quotes around values removed.
-fn read_dotenv(path: &Path, errors: &mut Vec<ConfigError>, hasher: &mut impl Hasher) -> BTreeMap<String, String> {
+fn read_dotenv(
+    path: &Path,
+    errors: &mut Vec<ConfigError>,
+    hasher: &mut impl Hasher,
+) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return out,
         Err(e) => {
-            errors.push(ConfigError::whole_file(path, format!("cannot read file: {e}")));
+            errors.push(ConfigError::whole_file(
+                path,
+                format!("cannot read file: {e}"),
+            ));
             return out;
         }
     };
@@ -430,8 +464,14 @@ mod tests {
         let loaded = load(&hub);
         let text: Vec<String> = loaded.errors.iter().map(|e| e.to_string()).collect();
         assert_eq!(text.len(), 2, "{text:?}");
-        assert!(text[0].contains("p.toml:2:1: bse_url: unknown field `bse_url`"), "{text:?}");
-        assert!(text[1].contains("p.toml:3:13: timeout_s: invalid type"), "{text:?}");
+        assert!(
+            text[0].contains("p.toml:2:1: bse_url: unknown field `bse_url`"),
+            "{text:?}"
+        );
+        assert!(
+            text[1].contains("p.toml:3:13: timeout_s: invalid type"),
+            "{text:?}"
+        );
         assert!(loaded.tree.is_some_and(|t| t.broken.contains("p")));
     }
 
@@ -440,7 +480,8 @@ mod tests {
         let short: RawProvider = toml_edit::de::from_str("models = [\"a\", \"b\"]").expect("short");
         assert_eq!(short.models.0.len(), 2);
         let long: RawProvider =
-            toml_edit::de::from_str("[models.a]\naliases = [\"x\"]\ncontext_tokens = 10\n").expect("long");
+            toml_edit::de::from_str("[models.a]\naliases = [\"x\"]\ncontext_tokens = 10\n")
+                .expect("long");
         assert_eq!(long.models.0[0].0, "a");
         assert_eq!(long.models.0[0].1.aliases, vec!["x"]);
     }

@@ -20,7 +20,12 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, kind: &'static str, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(
+        status: StatusCode,
+        kind: &'static str,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
         Self {
             status,
             message: message.into(),
@@ -32,7 +37,12 @@ impl ApiError {
     }
 
     pub fn invalid_request(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid_request_error", code, message)
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            code,
+            message,
+        )
     }
 
     pub fn with_param(mut self, param: &'static str) -> Self {
@@ -70,12 +80,19 @@ impl IntoResponse for ApiError {
 /// with the upstream's status and, when it is OpenAI-shaped, the upstream's own body.
 pub fn route_error_response(err: RouteError) -> Response {
     let api = match err {
-        RouteError::NoModel => ApiError::invalid_request("model_required", err.to_string()).with_param("model"),
-        RouteError::Resolve(ref e @ ResolveError::Unknown { .. }) => {
-            ApiError::new(StatusCode::NOT_FOUND, "invalid_request_error", "model_not_found", e.to_string())
-                .with_param("model")
+        RouteError::NoModel => {
+            ApiError::invalid_request("model_required", err.to_string()).with_param("model")
         }
-        RouteError::Resolve(ref e) => ApiError::invalid_request("model_ambiguous", e.to_string()).with_param("model"),
+        RouteError::Resolve(ref e @ ResolveError::Unknown { .. }) => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            "model_not_found",
+            e.to_string(),
+        )
+        .with_param("model"),
+        RouteError::Resolve(ref e) => {
+            ApiError::invalid_request("model_ambiguous", e.to_string()).with_param("model")
+        }
         RouteError::Rejected {
             provider,
             model,
@@ -83,12 +100,19 @@ pub fn route_error_response(err: RouteError) -> Response {
             body,
             attempts,
         } => return rejected(provider, model, status, body, attempts),
-        RouteError::Exhausted { ref attempts, ref last } => {
+        RouteError::Exhausted {
+            ref attempts,
+            ref last,
+        } => {
             let all_skipped = attempts.iter().all(|a| a.outcome == "skipped");
             let (status, code) = match last.as_ref() {
                 _ if all_skipped => (StatusCode::SERVICE_UNAVAILABLE, "no_provider_available"),
-                Some(crate::adapters::ProviderError::Timeout(_)) => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
-                Some(e) if e.status() == Some(429) => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_exceeded"),
+                Some(crate::adapters::ProviderError::Timeout(_)) => {
+                    (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout")
+                }
+                Some(e) if e.status() == Some(429) => {
+                    (StatusCode::TOO_MANY_REQUESTS, "rate_limit_exceeded")
+                }
                 _ => (StatusCode::BAD_GATEWAY, "upstream_error"),
             };
             let kind = if status == StatusCode::TOO_MANY_REQUESTS {
@@ -100,22 +124,41 @@ pub fn route_error_response(err: RouteError) -> Response {
             api.attempts = attempts.clone();
             api
         }
-        RouteError::Internal(message) => {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "api_error", "internal_error", message)
-        }
+        RouteError::Internal(message) => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "api_error",
+            "internal_error",
+            message,
+        ),
     };
     api.into_response()
 }
 
-fn rejected(provider: String, model: String, status: u16, body: Bytes, attempts: Vec<Attempt>) -> Response {
+fn rejected(
+    provider: String,
+    model: String,
+    status: u16,
+    body: Bytes,
+    attempts: Vec<Attempt>,
+) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
     let upstream: Option<Value> = serde_json::from_slice(&body).ok();
     let mut out = match upstream {
         Some(v) if v.get("error").is_some_and(Value::is_object) => v,
         _ => {
             let text = String::from_utf8_lossy(&body);
-            let message = format!("{provider}/{model} refused the request ({}): {}", status.as_u16(), text.trim());
-            ApiError::new(status, "invalid_request_error", "upstream_rejected", message).body()
+            let message = format!(
+                "{provider}/{model} refused the request ({}): {}",
+                status.as_u16(),
+                text.trim()
+            );
+            ApiError::new(
+                status,
+                "invalid_request_error",
+                "upstream_rejected",
+                message,
+            )
+            .body()
         }
     };
     if !attempts.is_empty() {

@@ -51,7 +51,9 @@ pub async fn serve(
     hub: Arc<Hub>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(hub)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router(hub))
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 async fn require_key(State(hub): State<Arc<Hub>>, request: Request, next: Next) -> Response {
@@ -88,23 +90,38 @@ async fn require_key(State(hub): State<Arc<Hub>>, request: Request, next: Next) 
 }
 
 fn presented_key(headers: &HeaderMap) -> Option<&str> {
-    if let Some(v) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+    if let Some(v) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
         let v = v.trim();
-        let token = v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")).unwrap_or(v);
+        let token = v
+            .strip_prefix("Bearer ")
+            .or_else(|| v.strip_prefix("bearer "))
+            .unwrap_or(v);
         return Some(token.trim());
     }
-    headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim)
+    headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
 }
 
 /// Reads the body within the snapshot's size limit.
-async fn read_body(registry: &Registry, headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+async fn read_body(
+    registry: &Registry,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Bytes, ApiError> {
     let limit = usize::try_from(registry.settings.max_body_bytes).unwrap_or(usize::MAX);
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "invalid_request_error",
             "request_too_large",
-            format!("request body is larger than the limit of {limit} bytes (server.max_body_bytes)"),
+            format!(
+                "request body is larger than the limit of {limit} bytes (server.max_body_bytes)"
+            ),
         )
     };
     let declared = headers
@@ -115,12 +132,15 @@ async fn read_body(registry: &Registry, headers: &HeaderMap, body: Body) -> Resu
         return Err(too_large());
     }
     axum::body::to_bytes(body, limit).await.map_err(|e| {
-        let length_limited =
-            std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+        let length_limited = std::error::Error::source(&e)
+            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
         if length_limited {
             too_large()
         } else {
-            ApiError::invalid_request("body_read_failed", format!("cannot read the request body: {e}"))
+            ApiError::invalid_request(
+                "body_read_failed",
+                format!("cannot read the request body: {e}"),
+            )
         }
     })
 }
@@ -129,7 +149,10 @@ fn parse_request(bytes: &[u8]) -> Result<ChatRequest, ApiError> {
     let request: ChatRequest = match serde_json::from_slice(bytes) {
         Ok(request) => request,
         Err(e) if e.is_syntax() || e.is_eof() => {
-            return Err(ApiError::invalid_request("invalid_json", format!("request body is not valid JSON: {e}")));
+            return Err(ApiError::invalid_request(
+                "invalid_json",
+                format!("request body is not valid JSON: {e}"),
+            ));
         }
         // Parse again, only on this slow path, to learn where in the body the problem is.
         Err(e) => {
@@ -143,7 +166,11 @@ fn parse_request(bytes: &[u8]) -> Result<ChatRequest, ApiError> {
                 .into_iter()
                 .find(|p| *p == field)
                 .or_else(|| inner.contains("`messages`").then_some("messages"));
-            let place = if path.is_empty() || path == "." { String::new() } else { format!("{path}: ") };
+            let place = if path.is_empty() || path == "." {
+                String::new()
+            } else {
+                format!("{path}: ")
+            };
             let api = ApiError::invalid_request(
                 "invalid_request",
                 format!("request body does not match the chat completions schema: {place}{inner}"),
@@ -189,9 +216,10 @@ async fn chat_completions(State(hub): State<Arc<Hub>>, request: Request) -> Resp
             Ok(answer) => {
                 tracing::debug!(provider = %answer.target.provider, model = %answer.target.model, elapsed_us = started.elapsed().as_micros() as u64, "answered");
                 let mut response = Response::new(Body::from(answer.value.body));
-                response
-                    .headers_mut()
-                    .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
                 name_answerer(response.headers_mut(), &answer.target);
                 response
             }
@@ -217,33 +245,42 @@ fn name_answerer(headers: &mut HeaderMap, target: &Target) {
 fn sse_response(answer: Answer<crate::adapters::ChunkStream>) -> Response {
     let provider = answer.target.provider.clone();
     let model = answer.target.model.clone();
-    let events = futures_util::stream::unfold((answer.value, false), move |(mut chunks, finished)| {
-        let provider = provider.clone();
-        let model = model.clone();
-        async move {
-            if finished {
-                return None;
-            }
-            match chunks.next().await {
-                Some(Ok(chunk)) => Some((Ok::<Bytes, std::convert::Infallible>(event(&chunk)), (chunks, false))),
-                Some(Err(e)) => {
-                    tracing::warn!(%provider, %model, error = %e, "stream failed after it started");
-                    let body = ApiError::new(
-                        StatusCode::BAD_GATEWAY,
-                        "api_error",
-                        "upstream_stream_error",
-                        format!("{provider}/{model} failed mid-stream: {e}"),
-                    )
-                    .body();
-                    Some((Ok(event(body.to_string().as_bytes())), (chunks, true)))
+    let events = futures_util::stream::unfold(
+        (answer.value, false),
+        move |(mut chunks, finished)| {
+            let provider = provider.clone();
+            let model = model.clone();
+            async move {
+                if finished {
+                    return None;
                 }
-                None => Some((Ok(Bytes::from_static(b"data: [DONE]\n\n")), (chunks, true))),
+                match chunks.next().await {
+                    Some(Ok(chunk)) => Some((
+                        Ok::<Bytes, std::convert::Infallible>(event(&chunk)),
+                        (chunks, false),
+                    )),
+                    Some(Err(e)) => {
+                        tracing::warn!(%provider, %model, error = %e, "stream failed after it started");
+                        let body = ApiError::new(
+                            StatusCode::BAD_GATEWAY,
+                            "api_error",
+                            "upstream_stream_error",
+                            format!("{provider}/{model} failed mid-stream: {e}"),
+                        )
+                        .body();
+                        Some((Ok(event(body.to_string().as_bytes())), (chunks, true)))
+                    }
+                    None => Some((Ok(Bytes::from_static(b"data: [DONE]\n\n")), (chunks, true))),
+                }
             }
-        }
-    });
+        },
+    );
     let mut response = Response::new(Body::from_stream(events));
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     name_answerer(headers, &answer.target);
@@ -272,7 +309,9 @@ async fn list_models(State(hub): State<Arc<Hub>>) -> Response {
         }
     }
     for name in registry.groups.keys() {
-        data.push(json!({"id": name, "object": "model", "created": created, "owned_by": "llmhub-group"}));
+        data.push(
+            json!({"id": name, "object": "model", "created": created, "owned_by": "llmhub-group"}),
+        );
     }
     axum::Json(json!({"object": "list", "data": data})).into_response()
 }
@@ -299,7 +338,9 @@ async fn health(State(hub): State<Arc<Hub>>) -> Response {
             (p.name.clone(), v)
         })
         .collect();
-    let last_error = status.last_error.map(|e| json!({"at": unix(e.at), "errors": e.errors}));
+    let last_error = status
+        .last_error
+        .map(|e| json!({"at": unix(e.at), "errors": e.errors}));
     let body = json!({
         "status": if last_error.is_some() { "degraded" } else { "ok" },
         "version": env!("CARGO_PKG_VERSION"),
@@ -332,7 +373,11 @@ async fn method_not_allowed(request: Request) -> Response {
         StatusCode::METHOD_NOT_ALLOWED,
         "invalid_request_error",
         "method_not_allowed",
-        format!("{} is not allowed on {}", request.method(), request.uri().path()),
+        format!(
+            "{} is not allowed on {}",
+            request.method(),
+            request.uri().path()
+        ),
     )
     .into_response()
 }

@@ -7,10 +7,16 @@ use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum State {
-    Closed { failures: u32 },
-    Open { until: Instant },
+    Closed {
+        failures: u32,
+    },
+    Open {
+        until: Instant,
+    },
     /// Cooldown is over; one probe request decides.
-    HalfOpen { probing: bool },
+    HalfOpen {
+        probing: bool,
+    },
 }
 
 /// A breaker's state as `/health` shows it.
@@ -106,7 +112,9 @@ impl Permit {
             _ => threshold,
         };
         if self.probe || failures >= threshold {
-            *state = State::Open { until: now + cooldown };
+            *state = State::Open {
+                until: now + cooldown,
+            };
             true
         } else {
             *state = State::Closed { failures };
@@ -166,7 +174,10 @@ mod tests {
         assert!(b.admit("p", later).is_err());
         let again = later + COOL + Duration::from_millis(1);
         drop(b.admit("p", again).expect("probe"));
-        assert!(b.admit("p", again).is_ok(), "a dropped probe hands its turn back");
+        assert!(
+            b.admit("p", again).is_ok(),
+            "a dropped probe hands its turn back"
+        );
     }
 
     #[test]

@@ -49,7 +49,10 @@ pub enum RouteError {
     Resolve(ResolveError),
     /// Every target was skipped or failed with a retryable error.
     #[error("{}", exhausted_message(.attempts))]
-    Exhausted { attempts: Vec<Attempt>, last: Option<ProviderError> },
+    Exhausted {
+        attempts: Vec<Attempt>,
+        last: Option<ProviderError>,
+    },
     /// The upstream refused the request itself (a 4xx other than 408/429): the client's to fix.
     #[error("{provider} answered {status}")]
     Rejected {
@@ -78,7 +81,11 @@ fn exhausted_message(attempts: &[Attempt]) -> String {
             None => format!("{}/{}: {}", a.provider, a.model, a.error),
         })
         .collect();
-    format!("all {} attempts failed: {}", attempts.len(), parts.join("; "))
+    format!(
+        "all {} attempts failed: {}",
+        attempts.len(),
+        parts.join("; ")
+    )
 }
 
 /// The resolved targets, each followed by its provider's `fallback_to` walk, without repeats.
@@ -87,7 +94,10 @@ pub fn chain(registry: &Registry, address: &str) -> Result<Vec<Target>, ResolveE
     for target in registry.resolve(address)? {
         let mut next = Some(target);
         while let Some(t) = next.take() {
-            let fallback = registry.providers.get(&t.provider).and_then(|p| p.fallback_to.clone());
+            let fallback = registry
+                .providers
+                .get(&t.provider)
+                .and_then(|p| p.fallback_to.clone());
             if out.contains(&t) {
                 // Already walked from here: its fallbacks are in the chain too.
                 continue;
@@ -110,11 +120,19 @@ fn address<'a>(registry: &'a Registry, request: &'a ChatRequest) -> Result<&'a s
     if !request.model.is_empty() {
         return Ok(&request.model);
     }
-    registry.settings.default_model.as_deref().ok_or(RouteError::NoModel)
+    registry
+        .settings
+        .default_model
+        .as_deref()
+        .ok_or(RouteError::NoModel)
 }
 
 /// Sends a non-streaming request down its chain.
-pub async fn chat(hub: &Hub, registry: &Registry, request: &ChatRequest) -> Result<Answer<Completion>, RouteError> {
+pub async fn chat(
+    hub: &Hub,
+    registry: &Registry,
+    request: &ChatRequest,
+) -> Result<Answer<Completion>, RouteError> {
     let address = address(registry, request)?;
     run(hub, registry, address, |provider, model| async move {
         adapters::chat(Call {
@@ -130,7 +148,11 @@ pub async fn chat(hub: &Hub, registry: &Registry, request: &ChatRequest) -> Resu
 
 /// Opens a stream down the chain. A target counts as answering once its first chunk
 /// arrives, so a failure before the first byte still falls back.
-pub async fn chat_stream(hub: &Hub, registry: &Registry, request: &ChatRequest) -> Result<Answer<ChunkStream>, RouteError> {
+pub async fn chat_stream(
+    hub: &Hub,
+    registry: &Registry,
+    request: &ChatRequest,
+) -> Result<Answer<ChunkStream>, RouteError> {
     let address = address(registry, request)?;
     run(hub, registry, address, |provider, model| async move {
         let mut stream = adapters::chat_stream(Call {
@@ -143,16 +165,24 @@ pub async fn chat_stream(hub: &Hub, registry: &Registry, request: &ChatRequest) 
         match stream.next().await {
             Some(Err(e)) => Err(e),
             Some(Ok(first)) => {
-                let rest: ChunkStream = Box::pin(futures_util::stream::once(async move { Ok(first) }).chain(stream));
+                let rest: ChunkStream =
+                    Box::pin(futures_util::stream::once(async move { Ok(first) }).chain(stream));
                 Ok(rest)
             }
-            None => Err(ProviderError::Protocol("the stream ended before its first chunk".to_string())),
+            None => Err(ProviderError::Protocol(
+                "the stream ended before its first chunk".to_string(),
+            )),
         }
     })
     .await
 }
 
-async fn run<T, F, Fut>(hub: &Hub, registry: &Registry, address: &str, mut op: F) -> Result<Answer<T>, RouteError>
+async fn run<T, F, Fut>(
+    hub: &Hub,
+    registry: &Registry,
+    address: &str,
+    mut op: F,
+) -> Result<Answer<T>, RouteError>
 where
     F: FnMut(Arc<Provider>, String) -> Fut,
     Fut: Future<Output = Result<T, ProviderError>>,
@@ -190,13 +220,19 @@ where
                     if !attempts.is_empty() {
                         tracing::info!(provider = %target.provider, model = %target.model, earlier = attempts.len(), "answered after fallback");
                     }
-                    return Ok(Answer { value, target, attempts });
+                    return Ok(Answer {
+                        value,
+                        target,
+                        attempts,
+                    });
                 }
                 Err(ProviderError::Request(message)) => {
                     drop(permit);
                     return Err(RouteError::Internal(message));
                 }
-                Err(ProviderError::Status { status, body, .. }) if !(matches!(status, 408 | 429) || status >= 500) => {
+                Err(ProviderError::Status { status, body, .. })
+                    if !(matches!(status, 408 | 429) || status >= 500) =>
+                {
                     permit.success();
                     tracing::info!(provider = %target.provider, model = %target.model, status, "upstream refused the request");
                     return Err(RouteError::Rejected {
@@ -208,7 +244,11 @@ where
                     });
                 }
                 Err(e) => {
-                    let opened = permit.failure(settings.breaker_failures, settings.breaker_cooldown, Instant::now());
+                    let opened = permit.failure(
+                        settings.breaker_failures,
+                        settings.breaker_cooldown,
+                        Instant::now(),
+                    );
                     tracing::warn!(provider = %target.provider, model = %target.model, error = %e, "attempt failed");
                     if opened {
                         tracing::warn!(provider = %target.provider, cooldown_s = settings.breaker_cooldown.as_secs_f64(), "circuit opened");

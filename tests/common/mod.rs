@@ -20,7 +20,9 @@ pub const KEY_ENV: &str = "LLMHUB_TEST_UPSTREAM_KEY";
 pub const KEY: &str = "sk-test-upstream-secret-0123456789";
 
 pub fn fixture(path: &str) -> String {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(path);
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(path);
     std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("fixture {}: {e}", p.display()))
 }
 
@@ -33,7 +35,8 @@ pub struct Seen {
     pub at: Instant,
 }
 
-type Handler = Arc<dyn Fn(usize, Value) -> Pin<Box<dyn Future<Output = Response> + Send>> + Send + Sync>;
+type Handler =
+    Arc<dyn Fn(usize, Value) -> Pin<Box<dyn Future<Output = Response> + Send>> + Send + Sync>;
 
 /// An upstream that answers with `handler(n, body)` for its n-th request (from 0).
 pub struct Mock {
@@ -59,7 +62,9 @@ impl Mock {
                 let count = count.clone();
                 async move {
                     let (parts, body) = request.into_parts();
-                    let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
+                    let bytes = axum::body::to_bytes(body, usize::MAX)
+                        .await
+                        .unwrap_or_default();
                     let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
                     seen.lock().expect("lock").push(Seen {
                         path: parts.uri.path().to_string(),
@@ -72,7 +77,9 @@ impl Mock {
                 }
             })
         };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind mock");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind mock");
         let addr = listener.local_addr().expect("addr");
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(async move {
@@ -103,7 +110,10 @@ impl Mock {
 
     /// Always answers with `status` and an OpenAI-shaped error body.
     pub async fn failing(status: u16) -> Mock {
-        Mock::start(move |_, _| async move { json_response(status, &fixture("openai/error.5xx.json")) }).await
+        Mock::start(
+            move |_, _| async move { json_response(status, &fixture("openai/error.5xx.json")) },
+        )
+        .await
     }
 
     pub fn seen(&self) -> Vec<Seen> {
@@ -125,12 +135,19 @@ pub fn json_response(status: u16, body: &str) -> Response {
 }
 
 pub fn sse_response(body: impl Into<Body>) -> Response {
-    (StatusCode::OK, [("content-type", "text/event-stream")], body.into()).into_response()
+    (
+        StatusCode::OK,
+        [("content-type", "text/event-stream")],
+        body.into(),
+    )
+        .into_response()
 }
 
 /// A base URL where nothing listens: connections are refused.
 pub async fn refused_url() -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
     drop(listener);
     format!("http://{addr}/v1")
@@ -201,7 +218,9 @@ impl Server {
             Ok(hub) => hub,
             Err(errors) => panic!("config: {errors:#?}"),
         };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (stop, stopped) = oneshot::channel::<()>();
         let served = hub.clone();
@@ -248,7 +267,10 @@ pub async fn next_reload(rx: &mut tokio::sync::watch::Receiver<ReloadEvent>) -> 
         loop {
             rx.changed().await.expect("hub alive");
             let event = rx.borrow_and_update().clone();
-            if matches!(event, ReloadEvent::Applied { .. } | ReloadEvent::Failed { .. }) {
+            if matches!(
+                event,
+                ReloadEvent::Applied { .. } | ReloadEvent::Failed { .. }
+            ) {
                 return event;
             }
         }

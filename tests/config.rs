@@ -1,0 +1,356 @@
+//! Configuration errors: start from the shipped config, break one thing, and check the
+//! message and its place; `llmhub check` and `llmhub models` as a user runs them.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use llmhub::hub::load_registry;
+
+/// A copy of the shipped hub.toml and providers.d/ in a temp dir.
+struct Shipped {
+    dir: tempfile::TempDir,
+}
+
+impl Shipped {
+    fn new() -> Shipped {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::copy(root.join("hub.toml"), dir.path().join("hub.toml")).expect("copy hub");
+        for sub in ["providers.d", "tools.d"] {
+            std::fs::create_dir_all(dir.path().join(sub)).expect("mkdir");
+            for entry in std::fs::read_dir(root.join(sub)).expect("read dir") {
+                let path = entry.expect("entry").path();
+                if path.extension().is_some_and(|e| e == "toml") {
+                    std::fs::copy(
+                        &path,
+                        dir.path().join(sub).join(path.file_name().expect("name")),
+                    )
+                    .expect("copy");
+                }
+            }
+        }
+        Shipped { dir }
+    }
+
+    fn hub(&self) -> PathBuf {
+        self.dir.path().join("hub.toml")
+    }
+
+    fn read(&self, rel: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(rel)).expect("read")
+    }
+
+    /// Replaces `from` (which must be there) with `to` in one file.
+    fn edit(&self, rel: &str, from: &str, to: &str) -> &Self {
+        let text = self.read(rel);
+        assert!(text.contains(from), "{rel} has no {from:?}");
+        std::fs::write(self.dir.path().join(rel), text.replacen(from, to, 1)).expect("write");
+        self
+    }
+
+    fn write(&self, rel: &str, text: &str) -> &Self {
+        std::fs::write(self.dir.path().join(rel), text).expect("write");
+        self
+    }
+
+    /// Every error, rendered as `llmhub check` prints it, with the temp dir stripped.
+    fn errors(&self) -> Vec<String> {
+        match load_registry(&self.hub(), 1) {
+            Ok(_) => Vec::new(),
+            Err(errors) => {
+                let prefix = format!("{}/", self.dir.path().display());
+                errors
+                    .iter()
+                    .map(|e| e.to_string().replace(&prefix, ""))
+                    .collect()
+            }
+        }
+    }
+
+    fn one_error(&self) -> String {
+        let errors = self.errors();
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        errors[0].clone()
+    }
+}
+
+/// 1-based line and column of the first occurrence of `needle` in a shipped file.
+fn place(text: &str, needle: &str) -> (usize, usize) {
+    let at = text.find(needle).unwrap_or_else(|| panic!("no {needle:?}"));
+    llmhub::config::line_col(text, at)
+}
+
+#[test]
+fn the_shipped_config_is_valid() {
+    assert_eq!(Shipped::new().errors(), Vec::<String>::new());
+}
+
+#[test]
+fn an_unknown_key_is_named_with_its_place_and_the_expected_keys() {
+    let s = Shipped::new();
+    s.edit("providers.d/mistral.toml", "env_key =", "env_kye =");
+    let (line, col) = place(&s.read("providers.d/mistral.toml"), "env_kye");
+    let err = s.one_error();
+    assert!(
+        err.starts_with(&format!("providers.d/mistral.toml:{line}:{col}: env_kye: unknown field `env_kye`, expected one of")),
+        "{err}"
+    );
+    assert!(err.contains("`env_key`"), "{err}");
+}
+
+#[test]
+fn a_wrong_type_is_reported_at_the_value() {
+    let s = Shipped::new();
+    s.edit("hub.toml", "timeout_s = 60", "timeout_s = \"sixty\"");
+    let (line, col) = place(&s.read("hub.toml"), "\"sixty\"");
+    let err = s.one_error();
+    assert_eq!(
+        err,
+        format!(
+            "hub.toml:{line}:{col}: routing.timeout_s: invalid type: string \"sixty\", expected f64"
+        )
+    );
+}
+
+#[test]
+fn a_bad_url_is_reported() {
+    let s = Shipped::new();
+    s.edit(
+        "providers.d/groq.toml",
+        "https://api.groq.com/openai/v1",
+        "ftp://api.groq.com",
+    );
+    let (line, col) = place(&s.read("providers.d/groq.toml"), "\"ftp://");
+    let err = s.one_error();
+    assert_eq!(
+        err,
+        format!(
+            "providers.d/groq.toml:{line}:{col}: base_url: expected an http or https URL, found scheme `ftp` in \"ftp://api.groq.com\""
+        )
+    );
+    s.edit("providers.d/groq.toml", "ftp://api.groq.com", "not a url");
+    assert!(
+        s.one_error()
+            .contains("expected an http or https URL, found \"not a url\"")
+    );
+}
+
+#[test]
+fn an_unknown_fallback_is_reported_with_what_exists() {
+    let s = Shipped::new();
+    s.edit(
+        "providers.d/mistral.toml",
+        "fallback_to = \"openai\"",
+        "fallback_to = \"opneai\"",
+    );
+    let (line, col) = place(&s.read("providers.d/mistral.toml"), "\"opneai\"");
+    let err = s.one_error();
+    assert!(
+        err.starts_with(&format!("providers.d/mistral.toml:{line}:{col}: fallback_to: unknown provider `opneai`; expected one of: deepseek, echo,")),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_fallback_cycle_is_reported_once_with_its_path() {
+    let s = Shipped::new();
+    let openai = s.read("providers.d/openai.toml");
+    s.write(
+        "providers.d/openai.toml",
+        &format!("fallback_to = \"groq\"\n{openai}"),
+    );
+    s.edit(
+        "providers.d/groq.toml",
+        "env_key",
+        "fallback_to = \"mistral\"\nenv_key",
+    );
+    let err = s.one_error();
+    assert_eq!(
+        err,
+        "providers.d/groq.toml:2:15: fallback_to: fallback_to forms a cycle: groq → mistral → openai → groq"
+    );
+}
+
+#[test]
+fn a_group_naming_an_unknown_model_is_reported_at_the_entry() {
+    let s = Shipped::new();
+    s.edit("hub.toml", "\"xai/grok-3\"", "\"xia/grok-3\"");
+    let (line, col) = place(&s.read("hub.toml"), "\"xia/grok-3\"");
+    let err = s.one_error();
+    assert!(
+        err.starts_with(&format!(
+            "hub.toml:{line}:{col}: groups.smart.1: model `xia/grok-3` does not exist"
+        )),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_template_syntax_error_is_reported() {
+    let s = Shipped::new();
+    s.edit(
+        "providers.d/xai.toml",
+        "default_model",
+        "system_prompt = \"Today is {{ today }\"\ndefault_model",
+    );
+    let err = s.one_error();
+    assert!(
+        err.starts_with("providers.d/xai.toml:3:17: system_prompt: template syntax:"),
+        "{err}"
+    );
+    s.edit("providers.d/xai.toml", "{{ today }", "{{ tomorrow }}");
+    let err = s.one_error();
+    assert!(
+        err.contains("undeclared variable tomorrow; available: model, provider, today"),
+        "{err}"
+    );
+}
+
+#[test]
+fn invalid_toml_is_reported_with_its_place() {
+    let s = Shipped::new();
+    s.edit("providers.d/deepseek.toml", "models = [", "models = [[");
+    let err = s.one_error();
+    assert!(err.starts_with("providers.d/deepseek.toml:4:"), "{err}");
+    assert!(err.contains("invalid TOML"), "{err}");
+}
+
+#[test]
+fn every_error_across_files_is_reported_and_broken_files_cause_no_echoes() {
+    let s = Shipped::new();
+    s.edit(
+        "hub.toml",
+        "max_body_bytes = 4_194_304",
+        "max_body_bytes = -1",
+    );
+    s.edit("providers.d/xai.toml", "base_url", "bsae_url");
+    s.edit("providers.d/together.toml", "models = [", "modles = [");
+    // openai is broken below; mistral's fallback_to and the groups name it, but
+    // those references must not add errors of their own.
+    s.edit(
+        "providers.d/openai.toml",
+        "timeout_s = 60",
+        "timeout_s = [60]",
+    );
+    s.write("providers.d/broken.toml", "base_url = \n");
+    let errors = s.errors();
+    let joined = errors.join("\n");
+    assert!(
+        joined.contains("hub.toml:7:18: server.max_body_bytes: invalid value: integer `-1`"),
+        "{joined}"
+    );
+    assert!(
+        joined.contains("providers.d/xai.toml:1:1: bsae_url: unknown field `bsae_url`"),
+        "{joined}"
+    );
+    assert!(
+        joined.contains("providers.d/xai.toml: missing key `base_url`")
+            || joined.contains("bsae_url"),
+        "{joined}"
+    );
+    assert!(
+        joined.contains("providers.d/together.toml:4:1: modles: unknown field"),
+        "{joined}"
+    );
+    assert!(
+        joined.contains("providers.d/openai.toml:4:13: timeout_s: invalid type: sequence"),
+        "{joined}"
+    );
+    assert!(joined.contains("providers.d/broken.toml:1:"), "{joined}");
+    assert!(!joined.contains("unknown provider `openai`"), "{joined}");
+    assert!(
+        !joined.contains("`openai/gpt-4o-mini` does not exist"),
+        "{joined}"
+    );
+    assert_eq!(errors.len(), 5, "{joined}");
+}
+
+#[test]
+fn a_gateway_key_variable_that_is_not_set_is_an_error() {
+    let s = Shipped::new();
+    s.edit(
+        "hub.toml",
+        "# api_keys_env = [\"LLMHUB_API_KEY\"]",
+        "api_keys_env = [\"LLMHUB_TEST_NEVER_SET\"]",
+    );
+    let err = s.one_error();
+    assert!(
+        err.contains(
+            "server.api_keys_env.0: environment variable LLMHUB_TEST_NEVER_SET is not set"
+        ),
+        "{err}"
+    );
+}
+
+fn llmhub(args: &[&str], hub: &Path) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_llmhub"))
+        .args(args)
+        .arg("--config")
+        .arg(hub)
+        .env_remove("LLMHUB_CONFIG")
+        .env_remove("MISTRAL_API_KEY")
+        .output()
+        .expect("run llmhub");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_exits_zero_with_a_summary_or_one_with_every_error() {
+    let s = Shipped::new();
+    let (code, out, _) = llmhub(&["check"], &s.hub());
+    assert_eq!(code, 0);
+    assert!(
+        out.trim_end()
+            .ends_with("ok: 9 providers (2 active), 21 models, 3 groups, 0 tools"),
+        "{out}"
+    );
+    assert_eq!(out.lines().count(), 1, "{out}");
+
+    s.edit("providers.d/xai.toml", "base_url", "bsae_url");
+    s.edit("providers.d/groq.toml", "https://", "ftp://");
+    let (code, _, err) = llmhub(&["check"], &s.hub());
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("xai.toml:1:1: bsae_url: unknown field"),
+        "{err}"
+    );
+    assert!(
+        err.contains("groq.toml:1:12: base_url: expected an http or https URL"),
+        "{err}"
+    );
+    assert!(
+        err.contains("error: 2 problems in the configuration"),
+        "{err}"
+    );
+}
+
+#[test]
+fn models_lists_each_provider_active_or_not_and_why() {
+    let s = Shipped::new();
+    let (code, out, _) = llmhub(&["models"], &s.hub());
+    assert_eq!(code, 0);
+    assert!(out.contains("echo (echo adapter) active"), "{out}");
+    assert!(
+        out.contains("mistral (openai adapter) inactive: MISTRAL_API_KEY is not set"),
+        "{out}"
+    );
+    assert!(
+        out.contains("  mistral/mistral-large-latest  [default]  aliases: mistral-large"),
+        "{out}"
+    );
+    assert!(out.contains("ollama (openai adapter) active"), "{out}");
+    assert!(
+        out.contains("group fast: groq/llama-3.1-8b-instant → openai/gpt-4o-mini"),
+        "{out}"
+    );
+
+    // With the key set (through .env beside hub.toml), mistral is active.
+    s.write(".env", "MISTRAL_API_KEY=sk-test-mistral\n");
+    let (_, out, _) = llmhub(&["models"], &s.hub());
+    assert!(out.contains("mistral (openai adapter) active"), "{out}");
+    assert!(!out.contains("sk-test-mistral"));
+}
