@@ -95,6 +95,8 @@ pub struct Provider {
     pub adapter: AdapterKind,
     /// Without a trailing slash, so paths can be appended.
     pub base_url: String,
+    /// Parsed once here: URL parsing showed up in request-path profiles.
+    pub chat_url: Option<reqwest::Url>,
     pub env_key: Option<String>,
     pub key: Option<Secret>,
     pub status: Status,
@@ -685,9 +687,11 @@ fn build_provider(
     if errors.len() > before {
         return None;
     }
+    let chat_url = reqwest::Url::parse(&format!("{base_url}/chat/completions")).ok();
     Some(Provider {
         name,
         adapter,
+        chat_url,
         base_url,
         env_key: raw.env_key.clone(),
         key,

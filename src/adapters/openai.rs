@@ -19,7 +19,7 @@ pub async fn chat(call: Call<'_>) -> Result<Completion, ProviderError> {
     request.stream = None;
     request.stream_options = None;
     let timeout = call.provider.timeout;
-    let response = post(&call, &request)
+    let response = post(&call, &request)?
         .timeout(timeout)
         .send()
         .await
@@ -46,7 +46,7 @@ pub async fn chat_stream(call: Call<'_>) -> Result<ChunkStream, ProviderError> {
     let mut request = call.prepared()?;
     request.stream = Some(true);
     let timeout = call.provider.timeout;
-    let response = tokio::time::timeout(timeout, post(&call, &request).send())
+    let response = tokio::time::timeout(timeout, post(&call, &request)?.send())
         .await
         .map_err(|_| ProviderError::Timeout(timeout))?
         .map_err(|e| transport_error(e, timeout))?;
@@ -80,8 +80,10 @@ pub async fn chat_stream(call: Call<'_>) -> Result<ChunkStream, ProviderError> {
     Ok(Box::pin(stream))
 }
 
-fn post(call: &Call<'_>, request: &ChatRequest) -> reqwest::RequestBuilder {
-    let url = format!("{}/chat/completions", call.provider.base_url);
+fn post(call: &Call<'_>, request: &ChatRequest) -> Result<reqwest::RequestBuilder, ProviderError> {
+    let url = call.provider.chat_url.clone().ok_or_else(|| {
+        ProviderError::Request(format!("provider {} has no usable base_url", call.provider.name))
+    })?;
     let mut builder = call.http.post(url).json(request);
     if let Some(key) = &call.provider.key {
         builder = builder.header(AUTHORIZATION, format!("Bearer {}", key.expose()));
@@ -89,7 +91,7 @@ fn post(call: &Call<'_>, request: &ChatRequest) -> reqwest::RequestBuilder {
     for (name, value) in &call.provider.headers {
         builder = builder.header(name, value);
     }
-    builder
+    Ok(builder)
 }
 
 /// Describes a transport failure by its cause, never by URL (a URL may carry credentials).
