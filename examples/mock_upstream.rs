@@ -1,7 +1,10 @@
 //! A minimal, fast OpenAI-compatible upstream for the load benchmark in bench/.
 //! It answers every POST with the same small chat.completion, so what is measured
 //! is llmhub's overhead, not the mock's.
-#![allow(clippy::print_stdout, reason = "prints its address for the bench script")]
+#![allow(
+    clippy::print_stdout,
+    reason = "prints its address for the bench script"
+)]
 
 use axum::Router;
 use axum::http::header;
@@ -11,7 +14,9 @@ const REPLY: &str = r#"{"id":"chatcmpl-bench","object":"chat.completion","create
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
-    let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:9101".to_string());
+    let addr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:9101".to_string());
     let app = Router::new().route(
         "/v1/chat/completions",
         post(|| async { ([(header::CONTENT_TYPE, "application/json")], REPLY) }),

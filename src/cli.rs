@@ -217,15 +217,44 @@ fn models(config: &Path) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-const STARTER: [(&str, &str); 3] = [
+/// The shipped configuration, so `init` writes exactly what `serve` runs in this repository.
+const STARTER: [(&str, &str); 10] = [
     ("hub.toml", include_str!("../hub.toml")),
+    (
+        "providers.d/deepseek.toml",
+        include_str!("../providers.d/deepseek.toml"),
+    ),
     (
         "providers.d/echo.toml",
         include_str!("../providers.d/echo.toml"),
     ),
     (
+        "providers.d/groq.toml",
+        include_str!("../providers.d/groq.toml"),
+    ),
+    (
+        "providers.d/mistral.toml",
+        include_str!("../providers.d/mistral.toml"),
+    ),
+    (
+        "providers.d/ollama.toml",
+        include_str!("../providers.d/ollama.toml"),
+    ),
+    (
         "providers.d/openai.toml",
         include_str!("../providers.d/openai.toml"),
+    ),
+    (
+        "providers.d/openrouter.toml",
+        include_str!("../providers.d/openrouter.toml"),
+    ),
+    (
+        "providers.d/together.toml",
+        include_str!("../providers.d/together.toml"),
+    ),
+    (
+        "providers.d/xai.toml",
+        include_str!("../providers.d/xai.toml"),
     ),
 ];
 

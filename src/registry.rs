@@ -148,6 +148,11 @@ pub enum ResolveError {
         address: String,
         known: Vec<String>,
     },
+    UnknownProvider {
+        address: String,
+        provider: String,
+        providers: Vec<String>,
+    },
     Ambiguous {
         address: String,
         candidates: Vec<String>,
@@ -164,6 +169,15 @@ impl std::fmt::Display for ResolveError {
                 f,
                 "model `{address}` does not exist; expected a group, a provider, `provider/model` or a listed model id: {}",
                 known.join(", ")
+            ),
+            Self::UnknownProvider {
+                address,
+                provider,
+                providers,
+            } => write!(
+                f,
+                "model `{address}` names provider `{provider}`, which does not exist; providers: {}",
+                providers.join(", ")
             ),
             Self::Ambiguous {
                 address,
@@ -245,6 +259,16 @@ impl Registry {
                     .iter()
                     .map(|t| format!("{}/{}", t.provider, t.model))
                     .collect(),
+            });
+        }
+        if let Some((first, _)) = address.split_once('/')
+            && !first.is_empty()
+            && !self.bare.keys().any(|k| k.starts_with(first))
+        {
+            return Err(ResolveError::UnknownProvider {
+                address: address.to_string(),
+                provider: first.to_string(),
+                providers: self.providers.keys().cloned().collect(),
             });
         }
         Err(ResolveError::Unknown {

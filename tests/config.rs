@@ -179,7 +179,7 @@ fn a_group_naming_an_unknown_model_is_reported_at_the_entry() {
     let err = s.one_error();
     assert!(
         err.starts_with(&format!(
-            "hub.toml:{line}:{col}: groups.smart.1: model `xia/grok-3` does not exist"
+            "hub.toml:{line}:{col}: groups.smart.1: model `xia/grok-3` names provider `xia`, which does not exist; providers: deepseek, echo,"
         )),
         "{err}"
     );
@@ -353,4 +353,30 @@ fn models_lists_each_provider_active_or_not_and_why() {
     let (_, out, _) = llmhub(&["models"], &s.hub());
     assert!(out.contains("mistral (openai adapter) active"), "{out}");
     assert!(!out.contains("sk-test-mistral"));
+}
+
+#[test]
+fn init_writes_a_starter_config_that_checks_clean_and_never_overwrites() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let target = dir.path().join("conf");
+    let run = |args: &[&std::ffi::OsStr]| {
+        Command::new(env!("CARGO_BIN_EXE_llmhub"))
+            .args(args)
+            .env_remove("LLMHUB_CONFIG")
+            .output()
+            .expect("run llmhub")
+    };
+    let out = run(&["init".as_ref(), target.as_os_str()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let hub = target.join("hub.toml");
+    let (code, out, err) = llmhub(&["check"], &hub);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("ok: 9 providers"), "{out}");
+    let again = run(&["init".as_ref(), target.as_os_str()]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("exists already; nothing was written"));
 }

@@ -82,7 +82,10 @@ pub async fn chat_stream(call: Call<'_>) -> Result<ChunkStream, ProviderError> {
 
 fn post(call: &Call<'_>, request: &ChatRequest) -> Result<reqwest::RequestBuilder, ProviderError> {
     let url = call.provider.chat_url.clone().ok_or_else(|| {
-        ProviderError::Request(format!("provider {} has no usable base_url", call.provider.name))
+        ProviderError::Request(format!(
+            "provider {} has no usable base_url",
+            call.provider.name
+        ))
     })?;
     let mut builder = call.http.post(url).json(request);
     if let Some(key) = &call.provider.key {
