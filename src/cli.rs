@@ -218,8 +218,12 @@ fn models(config: &Path) -> ExitCode {
 }
 
 /// The shipped configuration, so `init` writes exactly what `serve` runs in this repository.
-const STARTER: [(&str, &str); 10] = [
+const STARTER: [(&str, &str); 12] = [
     ("hub.toml", include_str!("../hub.toml")),
+    (
+        "providers.d/anthropic.toml",
+        include_str!("../providers.d/anthropic.toml"),
+    ),
     (
         "providers.d/deepseek.toml",
         include_str!("../providers.d/deepseek.toml"),
@@ -227,6 +231,10 @@ const STARTER: [(&str, &str); 10] = [
     (
         "providers.d/echo.toml",
         include_str!("../providers.d/echo.toml"),
+    ),
+    (
+        "providers.d/gemini.toml",
+        include_str!("../providers.d/gemini.toml"),
     ),
     (
         "providers.d/groq.toml",

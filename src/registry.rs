@@ -577,15 +577,6 @@ fn build_provider(
         ));
     }
     let adapter = raw.adapter.unwrap_or(AdapterKind::Openai);
-    if matches!(adapter, AdapterKind::Anthropic | AdapterKind::Gemini) {
-        errors.push(src.error_at(
-            &["adapter"],
-            format!(
-                "adapter `{}` is not available in this version; expected \"openai\" or \"echo\"",
-                adapter.as_str()
-            ),
-        ));
-    }
     let base_url = match (&raw.base_url, adapter) {
         (Some(url), _) => match reqwest::Url::parse(url) {
             Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {

@@ -146,7 +146,7 @@ fn an_unknown_fallback_is_reported_with_what_exists() {
     let (line, col) = place(&s.read("providers.d/mistral.toml"), "\"opneai\"");
     let err = s.one_error();
     assert!(
-        err.starts_with(&format!("providers.d/mistral.toml:{line}:{col}: fallback_to: unknown provider `opneai`; expected one of: deepseek, echo,")),
+        err.starts_with(&format!("providers.d/mistral.toml:{line}:{col}: fallback_to: unknown provider `opneai`; expected one of: anthropic, deepseek, echo,")),
         "{err}"
     );
 }
@@ -174,12 +174,12 @@ fn a_fallback_cycle_is_reported_once_with_its_path() {
 #[test]
 fn a_group_naming_an_unknown_model_is_reported_at_the_entry() {
     let s = Shipped::new();
-    s.edit("hub.toml", "\"xai/grok-3\"", "\"xia/grok-3\"");
+    s.edit("hub.toml", "\"openai/gpt-4.1\"", "\"xia/grok-3\"");
     let (line, col) = place(&s.read("hub.toml"), "\"xia/grok-3\"");
     let err = s.one_error();
     assert!(
         err.starts_with(&format!(
-            "hub.toml:{line}:{col}: groups.smart.1: model `xia/grok-3` names provider `xia`, which does not exist; providers: deepseek, echo,"
+            "hub.toml:{line}:{col}: groups.smart.1: model `xia/grok-3` names provider `xia`, which does not exist; providers: anthropic, deepseek, echo,"
         )),
         "{err}"
     );
@@ -305,7 +305,7 @@ fn check_exits_zero_with_a_summary_or_one_with_every_error() {
     assert_eq!(code, 0);
     assert!(
         out.trim_end()
-            .ends_with("ok: 9 providers (2 active), 21 models, 3 groups, 0 tools"),
+            .ends_with("ok: 11 providers (2 active), 27 models, 3 groups, 0 tools"),
         "{out}"
     );
     assert_eq!(out.lines().count(), 1, "{out}");
@@ -344,7 +344,7 @@ fn models_lists_each_provider_active_or_not_and_why() {
     );
     assert!(out.contains("ollama (openai adapter) active"), "{out}");
     assert!(
-        out.contains("group fast: groq/llama-3.1-8b-instant → openai/gpt-4o-mini"),
+        out.contains("group fast: groq/llama-3.1-8b-instant → gemini/gemini-2.5-flash → openai/gpt-4o-mini"),
         "{out}"
     );
 
@@ -375,7 +375,7 @@ fn init_writes_a_starter_config_that_checks_clean_and_never_overwrites() {
     let hub = target.join("hub.toml");
     let (code, out, err) = llmhub(&["check"], &hub);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("ok: 9 providers"), "{out}");
+    assert!(out.contains("ok: 11 providers"), "{out}");
     let again = run(&["init".as_ref(), target.as_os_str()]);
     assert_eq!(again.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&again.stderr).contains("exists already; nothing was written"));

@@ -19,6 +19,11 @@ struct Reply {
 /// Word counts stand in for tokens: stable, cheap and good enough for an offline provider.
 fn reply(call: &Call<'_>) -> Result<Reply, ProviderError> {
     let request = call.prepared()?;
+    if request.response_format()? != super::ResponseFormat::Text {
+        return Err(ProviderError::Unsupported(
+            "the echo provider cannot produce structured output (response_format)".to_string(),
+        ));
+    }
     let text = request
         .messages
         .iter()

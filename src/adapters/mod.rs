@@ -1,8 +1,12 @@
 //! Wire formats behind one interface: the canonical OpenAI chat-completions shape in,
 //! a completion or a stream of chunks out, and one error type that knows what is retryable.
 
+pub mod anthropic;
 pub mod echo;
+pub mod gemini;
 pub mod openai;
+pub mod sse;
+pub mod wire;
 
 use std::pin::Pin;
 use std::time::Duration;
@@ -128,6 +132,12 @@ pub enum ProviderError {
     },
     #[error("invalid response from upstream: {0}")]
     Protocol(String),
+    /// The request is malformed for this API; the client has to fix it.
+    #[error("{0}")]
+    BadRequest(String),
+    /// This provider cannot honour a feature the request asks for; another provider may.
+    #[error("{0}")]
+    Unsupported(String),
     #[error("{0}")]
     Request(String),
 }
@@ -138,7 +148,7 @@ impl ProviderError {
         match self {
             Self::Connect(_) | Self::Timeout(_) | Self::Protocol(_) => true,
             Self::Status { status, .. } => matches!(status, 408 | 429) || *status >= 500,
-            Self::Request(_) => false,
+            Self::Request(_) | Self::BadRequest(_) | Self::Unsupported(_) => false,
         }
     }
 
@@ -232,8 +242,9 @@ pub fn today() -> String {
 pub async fn chat(call: Call<'_>) -> Result<Completion, ProviderError> {
     match call.provider.adapter {
         AdapterKind::Openai => openai::chat(call).await,
+        AdapterKind::Anthropic => anthropic::chat(call).await,
+        AdapterKind::Gemini => gemini::chat(call).await,
         AdapterKind::Echo => echo::chat(call),
-        AdapterKind::Anthropic | AdapterKind::Gemini => Err(unsupported(call.provider)),
     }
 }
 
@@ -241,16 +252,163 @@ pub async fn chat(call: Call<'_>) -> Result<Completion, ProviderError> {
 pub async fn chat_stream(call: Call<'_>) -> Result<ChunkStream, ProviderError> {
     match call.provider.adapter {
         AdapterKind::Openai => openai::chat_stream(call).await,
+        AdapterKind::Anthropic => anthropic::chat_stream(call).await,
+        AdapterKind::Gemini => gemini::chat_stream(call).await,
         AdapterKind::Echo => echo::chat_stream(call),
-        AdapterKind::Anthropic | AdapterKind::Gemini => Err(unsupported(call.provider)),
     }
 }
 
-fn unsupported(p: &Provider) -> ProviderError {
-    ProviderError::Request(format!(
-        "adapter {} is not available in this version",
-        p.adapter.as_str()
+/// What `response_format` asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ResponseFormat {
+    Text,
+    JsonObject,
+    JsonSchema { name: String, schema: Value },
+}
+
+impl ChatRequest {
+    pub fn param(&self, key: &str) -> Option<&Value> {
+        self.extra.get(key).filter(|v| !v.is_null())
+    }
+
+    /// `max_completion_tokens`, else `max_tokens`.
+    pub fn max_tokens(&self) -> Option<u64> {
+        self.param("max_completion_tokens")
+            .or_else(|| self.param("max_tokens"))
+            .and_then(Value::as_u64)
+    }
+
+    /// `stop` as a list, whether the client sent a string or an array.
+    pub fn stop(&self) -> Vec<String> {
+        match self.param("stop") {
+            Some(Value::String(s)) => vec![s.clone()],
+            Some(Value::Array(a)) => a
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    pub fn response_format(&self) -> Result<ResponseFormat, ProviderError> {
+        let Some(rf) = self.param("response_format") else {
+            return Ok(ResponseFormat::Text);
+        };
+        let bad = |what: &str| ProviderError::BadRequest(format!("response_format: {what}"));
+        match rf.get("type").and_then(Value::as_str) {
+            Some("text") => Ok(ResponseFormat::Text),
+            Some("json_object") => Ok(ResponseFormat::JsonObject),
+            Some("json_schema") => {
+                let js = rf
+                    .get("json_schema")
+                    .ok_or_else(|| bad("expected a `json_schema` object"))?;
+                let schema = js
+                    .get("schema")
+                    .cloned()
+                    .ok_or_else(|| bad("expected `json_schema.schema`"))?;
+                let name = js
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("response")
+                    .to_string();
+                Ok(ResponseFormat::JsonSchema { name, schema })
+            }
+            Some(other) => Err(bad(&format!(
+                "expected type \"text\", \"json_object\" or \"json_schema\", found \"{other}\""
+            ))),
+            None => Err(bad("expected an object with a `type`")),
+        }
+    }
+
+    /// The system and developer messages' text, joined: the separate field of APIs
+    /// that have no system role.
+    pub fn system_text(&self) -> Option<String> {
+        let parts: Vec<String> = self
+            .messages
+            .iter()
+            .filter(|m| m.role == "system" || m.role == "developer")
+            .map(Message::text_content)
+            .filter(|t| !t.is_empty())
+            .collect();
+        (!parts.is_empty()).then(|| parts.join("\n\n"))
+    }
+}
+
+/// `data:image/png;base64,AAAA` → ("image/png", "AAAA").
+pub fn data_url(url: &str) -> Option<(&str, &str)> {
+    let rest = url.strip_prefix("data:")?;
+    let (meta, data) = rest.split_once(',')?;
+    let mime = meta.strip_suffix(";base64")?;
+    Some((
+        if mime.is_empty() {
+            "application/octet-stream"
+        } else {
+            mime
+        },
+        data,
     ))
+}
+
+/// Builds OpenAI chunks for adapters that translate another API's stream.
+#[derive(Debug, Clone)]
+pub struct Chunker {
+    pub id: String,
+    pub model: String,
+    pub created: u64,
+}
+
+impl Chunker {
+    pub fn chunk(&self, delta: Value, finish_reason: Option<&str>) -> Bytes {
+        let body = serde_json::json!({
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+        });
+        Bytes::from(body.to_string())
+    }
+
+    pub fn usage(&self, usage: &Value) -> Bytes {
+        let body = serde_json::json!({
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": [],
+            "usage": usage,
+        });
+        Bytes::from(body.to_string())
+    }
+}
+
+/// Seconds since the epoch, for `created`.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// A whole `chat.completion` body from its parts.
+pub fn completion_body(
+    id: &str,
+    model: &str,
+    created: u64,
+    message: Value,
+    finish_reason: &str,
+    usage: Option<Value>,
+) -> Value {
+    let mut body = serde_json::json!({
+        "id": id,
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": [{"index": 0, "message": message, "finish_reason": finish_reason}],
+    });
+    if let Some(usage) = usage {
+        body["usage"] = usage;
+    }
+    body
 }
 
 #[cfg(test)]

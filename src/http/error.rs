@@ -79,20 +79,27 @@ impl IntoResponse for ApiError {
 /// A route failure as the client sees it. A request the upstream refused is returned
 /// with the upstream's status and, when it is OpenAI-shaped, the upstream's own body.
 pub fn route_error_response(err: RouteError) -> Response {
+    use crate::adapters::ProviderError;
     let api = match err {
         RouteError::NoModel => {
             ApiError::invalid_request("model_required", err.to_string()).with_param("model")
         }
-        RouteError::Resolve(ref e @ ResolveError::Unknown { .. }) => ApiError::new(
+        RouteError::Resolve(
+            ref e @ (ResolveError::Unknown { .. } | ResolveError::UnknownProvider { .. }),
+        ) => ApiError::new(
             StatusCode::NOT_FOUND,
             "invalid_request_error",
             "model_not_found",
             e.to_string(),
         )
         .with_param("model"),
+        RouteError::Resolve(ref e @ ResolveError::NoDefault { .. }) => {
+            ApiError::invalid_request("model_required", e.to_string()).with_param("model")
+        }
         RouteError::Resolve(ref e) => {
             ApiError::invalid_request("model_ambiguous", e.to_string()).with_param("model")
         }
+        RouteError::BadRequest(message) => ApiError::invalid_request("invalid_request", message),
         RouteError::Rejected {
             provider,
             model,
@@ -105,20 +112,27 @@ pub fn route_error_response(err: RouteError) -> Response {
             ref last,
         } => {
             let all_skipped = attempts.iter().all(|a| a.outcome == "skipped");
-            let (status, code) = match last.as_ref() {
-                _ if all_skipped => (StatusCode::SERVICE_UNAVAILABLE, "no_provider_available"),
-                Some(crate::adapters::ProviderError::Timeout(_)) => {
-                    (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout")
+            let (status, kind, code) = match last.as_ref() {
+                // Every provider was asked for something it cannot do: the request must change.
+                Some(ProviderError::Unsupported(_)) if all_skipped => (
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request_error",
+                    "unsupported_parameter",
+                ),
+                _ if all_skipped => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "api_error",
+                    "no_provider_available",
+                ),
+                Some(ProviderError::Timeout(_)) => {
+                    (StatusCode::GATEWAY_TIMEOUT, "api_error", "upstream_timeout")
                 }
-                Some(e) if e.status() == Some(429) => {
-                    (StatusCode::TOO_MANY_REQUESTS, "rate_limit_exceeded")
-                }
-                _ => (StatusCode::BAD_GATEWAY, "upstream_error"),
-            };
-            let kind = if status == StatusCode::TOO_MANY_REQUESTS {
-                "rate_limit_error"
-            } else {
-                "api_error"
+                Some(e) if e.status() == Some(429) => (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limit_error",
+                    "rate_limit_exceeded",
+                ),
+                _ => (StatusCode::BAD_GATEWAY, "api_error", "upstream_error"),
             };
             let mut api = ApiError::new(status, kind, code, err.to_string());
             api.attempts = attempts.clone();
@@ -164,5 +178,7 @@ fn rejected(
     if !attempts.is_empty() {
         out["error"]["attempts"] = json!(attempts);
     }
-    (status, axum::Json(out)).into_response()
+    let mut response = (status, axum::Json(out)).into_response();
+    super::name_answerer(response.headers_mut(), &provider, &model);
+    response
 }

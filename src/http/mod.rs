@@ -25,7 +25,7 @@ use error::route_error_response;
 
 use crate::adapters::ChatRequest;
 use crate::hub::Hub;
-use crate::registry::{Registry, Status, Target};
+use crate::registry::{Registry, Status};
 use crate::route::{self, Answer};
 
 pub const PROVIDER_HEADER: &str = "x-llmhub-provider";
@@ -220,7 +220,11 @@ async fn chat_completions(State(hub): State<Arc<Hub>>, request: Request) -> Resp
                     header::CONTENT_TYPE,
                     HeaderValue::from_static("application/json"),
                 );
-                name_answerer(response.headers_mut(), &answer.target);
+                name_answerer(
+                    response.headers_mut(),
+                    &answer.target.provider,
+                    &answer.target.model,
+                );
                 response
             }
             Err(e) => {
@@ -231,11 +235,11 @@ async fn chat_completions(State(hub): State<Arc<Hub>>, request: Request) -> Resp
     }
 }
 
-fn name_answerer(headers: &mut HeaderMap, target: &Target) {
-    if let Ok(v) = HeaderValue::from_str(&target.provider) {
+fn name_answerer(headers: &mut HeaderMap, provider: &str, model: &str) {
+    if let Ok(v) = HeaderValue::from_str(provider) {
         headers.insert(PROVIDER_HEADER, v);
     }
-    if let Ok(v) = HeaderValue::from_str(&target.model) {
+    if let Ok(v) = HeaderValue::from_str(model) {
         headers.insert(MODEL_HEADER, v);
     }
 }
@@ -283,7 +287,7 @@ fn sse_response(answer: Answer<crate::adapters::ChunkStream>) -> Response {
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    name_answerer(headers, &answer.target);
+    name_answerer(headers, &answer.target.provider, &answer.target.model);
     response
 }
 

@@ -62,6 +62,9 @@ pub enum RouteError {
         body: Bytes,
         attempts: Vec<Attempt>,
     },
+    /// The request cannot be translated for the provider: the client's to fix.
+    #[error("{0}")]
+    BadRequest(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -72,7 +75,10 @@ fn exhausted_message(attempts: &[Attempt]) -> String {
             .iter()
             .map(|a| format!("{}/{} ({})", a.provider, a.model, a.error))
             .collect();
-        return format!("no provider available for this model: {}", parts.join("; "));
+        return format!(
+            "no provider of the chain can take this request: {}",
+            parts.join("; ")
+        );
     }
     let parts: Vec<String> = attempts
         .iter()
@@ -229,6 +235,17 @@ where
                 Err(ProviderError::Request(message)) => {
                     drop(permit);
                     return Err(RouteError::Internal(message));
+                }
+                Err(ProviderError::BadRequest(message)) => {
+                    drop(permit);
+                    return Err(RouteError::BadRequest(message));
+                }
+                Err(ProviderError::Unsupported(reason)) => {
+                    // Another provider of the chain may support what this one cannot.
+                    drop(permit);
+                    attempts.push(skipped(&target, reason.clone()));
+                    last = Some(ProviderError::Unsupported(reason));
+                    break;
                 }
                 Err(ProviderError::Status { status, body, .. })
                     if !(matches!(status, 408 | 429) || status >= 500) =>

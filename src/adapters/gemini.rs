@@ -1,0 +1,636 @@
+//! The Gemini API (`{base_url}/v1beta/models/{model}:generateContent` and
+//! `:streamGenerateContent?alt=sse`): OpenAI chat requests translated to contents,
+//! replies and streams translated back, errors into OpenAI's shape.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use eventsource_stream::Event;
+use serde_json::{Map, Value, json};
+
+use super::sse::{Step, Translator};
+use super::{
+    Call, ChatRequest, ChunkStream, Chunker, Completion, Message, ProviderError, ResponseFormat,
+    wire,
+};
+
+pub async fn chat(call: Call<'_>) -> Result<Completion, ProviderError> {
+    let request = call.prepared()?;
+    let body = to_wire(&request)?;
+    let url = format!(
+        "{}/v1beta/models/{}:generateContent",
+        call.provider.base_url, call.model
+    );
+    let response = wire::send(post(&call, url, &body), call.provider, false, error_shape).await?;
+    let reply = wire::json(response, call.provider.timeout).await?;
+    let openai = from_wire(&reply, call.model, super::unix_now())?;
+    Ok(Completion {
+        body: Bytes::from(openai.to_string()),
+    })
+}
+
+pub async fn chat_stream(call: Call<'_>) -> Result<ChunkStream, ProviderError> {
+    let request = call.prepared()?;
+    let body = to_wire(&request)?;
+    let url = format!(
+        "{}/v1beta/models/{}:streamGenerateContent?alt=sse",
+        call.provider.base_url, call.model
+    );
+    let response = wire::send(post(&call, url, &body), call.provider, true, error_shape).await?;
+    let translator = StreamTranslator::new(call.model, request.include_usage(), super::unix_now());
+    Ok(super::sse::translate(
+        response,
+        call.provider.timeout,
+        translator,
+    ))
+}
+
+fn post(call: &Call<'_>, url: String, body: &Value) -> reqwest::RequestBuilder {
+    let mut builder = call.http.post(url).json(body);
+    // The header, never the `?key=` parameter: URLs end up in logs.
+    if let Some(key) = &call.provider.key {
+        builder = builder.header("x-goog-api-key", key.expose());
+    }
+    for (name, value) in &call.provider.headers {
+        builder = builder.header(name, value);
+    }
+    builder
+}
+
+/// Google's `{"error":{"code","message","status","details"}}` → OpenAI's shape, with the
+/// retry delay that Gemini puts in the body (`RetryInfo.retryDelay`, such as "26s").
+pub fn error_shape(body: &Value) -> Option<(Value, Option<Duration>)> {
+    let error = body.get("error")?;
+    let message = error.get("message").and_then(Value::as_str)?;
+    let status = error
+        .get("status")
+        .and_then(Value::as_str)
+        .unwrap_or("UNKNOWN");
+    let kind = match status {
+        "INVALID_ARGUMENT" | "FAILED_PRECONDITION" | "NOT_FOUND" | "OUT_OF_RANGE" => {
+            "invalid_request_error"
+        }
+        "PERMISSION_DENIED" | "UNAUTHENTICATED" => "authentication_error",
+        "RESOURCE_EXHAUSTED" => "rate_limit_error",
+        _ => "api_error",
+    };
+    let delay = error
+        .get("details")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .find_map(|d| d.get("retryDelay").and_then(Value::as_str))
+        .and_then(|d| d.strip_suffix('s'))
+        .and_then(|d| d.parse::<f64>().ok())
+        .filter(|d| d.is_finite() && *d >= 0.0)
+        .map(Duration::from_secs_f64);
+    Some((
+        json!({"error": {"message": message, "type": kind, "code": status.to_ascii_lowercase(), "param": null}}),
+        delay,
+    ))
+}
+
+/// The `generateContent` request body for an OpenAI chat request.
+pub fn to_wire(request: &ChatRequest) -> Result<Value, ProviderError> {
+    let mut body = Map::new();
+    if let Some(system) = request.system_text() {
+        body.insert(
+            "systemInstruction".into(),
+            json!({"parts": [{"text": system}]}),
+        );
+    }
+    body.insert(
+        "contents".into(),
+        Value::Array(contents(&request.messages)?),
+    );
+
+    let mut config = Map::new();
+    for (from, to) in [
+        ("temperature", "temperature"),
+        ("top_p", "topP"),
+        ("top_k", "topK"),
+        ("n", "candidateCount"),
+        ("presence_penalty", "presencePenalty"),
+        ("frequency_penalty", "frequencyPenalty"),
+        ("seed", "seed"),
+    ] {
+        if let Some(v) = request.param(from) {
+            config.insert(to.into(), v.clone());
+        }
+    }
+    if let Some(max) = request.max_tokens() {
+        config.insert("maxOutputTokens".into(), json!(max));
+    }
+    let stop = request.stop();
+    if !stop.is_empty() {
+        config.insert("stopSequences".into(), json!(stop));
+    }
+    match request.response_format()? {
+        ResponseFormat::Text => {}
+        ResponseFormat::JsonObject => {
+            config.insert("responseMimeType".into(), json!("application/json"));
+        }
+        ResponseFormat::JsonSchema { schema, .. } => {
+            config.insert("responseMimeType".into(), json!("application/json"));
+            config.insert("responseSchema".into(), schema_to_wire(&schema));
+        }
+    }
+    if !config.is_empty() {
+        body.insert("generationConfig".into(), Value::Object(config));
+    }
+
+    if let Some(list) = request.param("tools").and_then(Value::as_array) {
+        let mut declarations = Vec::new();
+        for (i, tool) in list.iter().enumerate() {
+            if tool.get("type").and_then(Value::as_str) != Some("function") {
+                return Err(ProviderError::Unsupported(format!(
+                    "tools[{i}]: only `function` tools can be sent to Gemini"
+                )));
+            }
+            let f = &tool["function"];
+            let name = f.get("name").and_then(Value::as_str).ok_or_else(|| {
+                ProviderError::BadRequest(format!("tools[{i}].function: expected a `name`"))
+            })?;
+            let mut d = json!({"name": name});
+            if let Some(desc) = f.get("description") {
+                d["description"] = desc.clone();
+            }
+            if let Some(params) = f.get("parameters") {
+                d["parameters"] = schema_to_wire(params);
+            }
+            declarations.push(d);
+        }
+        if !declarations.is_empty() {
+            body.insert(
+                "tools".into(),
+                json!([{"functionDeclarations": declarations}]),
+            );
+        }
+    }
+    if let Some(choice) = request.param("tool_choice") {
+        let config = match choice {
+            Value::String(s) if s == "auto" => json!({"mode": "AUTO"}),
+            Value::String(s) if s == "none" => json!({"mode": "NONE"}),
+            Value::String(s) if s == "required" => json!({"mode": "ANY"}),
+            Value::Object(o) => match o
+                .get("function")
+                .and_then(|f| f.get("name"))
+                .and_then(Value::as_str)
+            {
+                Some(name) => json!({"mode": "ANY", "allowedFunctionNames": [name]}),
+                None => {
+                    return Err(ProviderError::BadRequest(
+                        "tool_choice: expected `function.name`".into(),
+                    ));
+                }
+            },
+            other => {
+                return Err(ProviderError::BadRequest(format!(
+                    "tool_choice: expected \"auto\", \"none\", \"required\" or a function, found {other}"
+                )));
+            }
+        };
+        body.insert(
+            "toolConfig".into(),
+            json!({"functionCallingConfig": config}),
+        );
+    }
+    Ok(Value::Object(body))
+}
+
+/// JSON Schema → Gemini's OpenAPI-subset schema: keywords it rejects are dropped and
+/// `"type": ["T", "null"]` becomes `"type": "T", "nullable": true`.
+pub fn schema_to_wire(schema: &Value) -> Value {
+    const DROP: [&str; 6] = [
+        "additionalProperties",
+        "$schema",
+        "$id",
+        "$comment",
+        "strict",
+        "examples",
+    ];
+    match schema {
+        Value::Object(o) => {
+            let mut out = Map::new();
+            for (k, v) in o {
+                if DROP.contains(&k.as_str()) {
+                    continue;
+                }
+                match (k.as_str(), v) {
+                    ("properties", Value::Object(props)) => {
+                        let props: Map<String, Value> = props
+                            .iter()
+                            .map(|(name, s)| (name.clone(), schema_to_wire(s)))
+                            .collect();
+                        out.insert(k.clone(), Value::Object(props));
+                    }
+                    ("type", Value::Array(types)) => {
+                        let real: Vec<&Value> = types
+                            .iter()
+                            .filter(|t| t.as_str() != Some("null"))
+                            .collect();
+                        if real.len() < types.len() {
+                            out.insert("nullable".into(), json!(true));
+                        }
+                        out.insert(
+                            k.clone(),
+                            real.first().map_or(json!("string"), |t| (*t).clone()),
+                        );
+                    }
+                    ("items" | "anyOf" | "oneOf" | "allOf", _) => {
+                        out.insert(k.clone(), schema_to_wire(v));
+                    }
+                    _ => {
+                        out.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+            Value::Object(out)
+        }
+        Value::Array(a) => Value::Array(a.iter().map(schema_to_wire).collect()),
+        other => other.clone(),
+    }
+}
+
+/// Messages → `contents`: assistant becomes `model`, tool results `functionResponse`
+/// parts named after the call they answer, and consecutive roles are merged.
+fn contents(messages: &[Message]) -> Result<Vec<Value>, ProviderError> {
+    let mut call_names: HashMap<String, String> = HashMap::new();
+    let mut out: Vec<(String, Vec<Value>)> = Vec::new();
+    for (i, m) in messages.iter().enumerate() {
+        let (role, parts) = match m.role.as_str() {
+            "system" | "developer" => continue,
+            "user" => ("user", parts(m.content.as_ref(), i)?),
+            "assistant" => {
+                let mut parts = parts(m.content.as_ref(), i)?;
+                for (j, call) in m
+                    .extra
+                    .get("tool_calls")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .enumerate()
+                {
+                    let f = &call["function"];
+                    let name = f["name"].as_str().unwrap_or_default();
+                    if let Some(id) = call["id"].as_str() {
+                        call_names.insert(id.to_string(), name.to_string());
+                    }
+                    let args = f["arguments"].as_str().unwrap_or("");
+                    let args: Value = if args.trim().is_empty() {
+                        json!({})
+                    } else {
+                        serde_json::from_str(args).map_err(|e| {
+                            ProviderError::BadRequest(format!(
+                                "messages[{i}].tool_calls[{j}].function.arguments: not valid JSON: {e}"
+                            ))
+                        })?
+                    };
+                    parts.push(json!({"functionCall": {"name": name, "args": args}}));
+                }
+                ("model", parts)
+            }
+            "tool" => {
+                let id = m
+                    .extra
+                    .get("tool_call_id")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                let name = call_names.get(id).cloned().ok_or_else(|| {
+                    ProviderError::BadRequest(format!(
+                        "messages[{i}]: tool_call_id `{id}` matches no earlier assistant tool call"
+                    ))
+                })?;
+                let text = m.text_content();
+                let response = match serde_json::from_str::<Value>(&text) {
+                    Ok(v @ Value::Object(_)) => v,
+                    _ => json!({"content": text}),
+                };
+                (
+                    "user",
+                    vec![json!({"functionResponse": {"name": name, "response": response}})],
+                )
+            }
+            other => {
+                return Err(ProviderError::BadRequest(format!(
+                    "messages[{i}].role: expected system, developer, user, assistant or tool, found \"{other}\""
+                )));
+            }
+        };
+        if parts.is_empty() {
+            continue;
+        }
+        match out.last_mut() {
+            Some((last, existing)) if last == role => existing.extend(parts),
+            _ => out.push((role.to_string(), parts)),
+        }
+    }
+    Ok(out
+        .into_iter()
+        .map(|(role, parts)| json!({"role": role, "parts": parts}))
+        .collect())
+}
+
+fn parts(content: Option<&Value>, i: usize) -> Result<Vec<Value>, ProviderError> {
+    match content {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::String(s)) if s.is_empty() => Ok(Vec::new()),
+        Some(Value::String(s)) => Ok(vec![json!({"text": s})]),
+        Some(Value::Array(list)) => {
+            let mut out = Vec::new();
+            for (j, part) in list.iter().enumerate() {
+                match part.get("type").and_then(Value::as_str) {
+                    Some("text") => out.push(json!({"text": part.get("text").and_then(Value::as_str).unwrap_or_default()})),
+                    Some("image_url") => {
+                        let url = part
+                            .get("image_url")
+                            .and_then(|u| u.get("url").or(Some(u)))
+                            .and_then(Value::as_str)
+                            .unwrap_or_default();
+                        let Some((mime, data)) = super::data_url(url) else {
+                            return Err(ProviderError::Unsupported(format!(
+                                "messages[{i}].content[{j}]: Gemini takes images as data: URLs (base64), not links"
+                            )));
+                        };
+                        out.push(json!({"inlineData": {"mimeType": mime, "data": data}}));
+                    }
+                    other => {
+                        return Err(ProviderError::Unsupported(format!(
+                            "messages[{i}].content[{j}]: content of type {} cannot be sent to Gemini",
+                            other.unwrap_or("(none)")
+                        )));
+                    }
+                }
+            }
+            Ok(out)
+        }
+        Some(other) => Err(ProviderError::BadRequest(format!(
+            "messages[{i}].content: expected a string or a list of parts, found {other}"
+        ))),
+    }
+}
+
+/// finishReason → OpenAI finish_reason; a candidate with function calls ends in `tool_calls`.
+pub fn finish_reason(reason: Option<&str>, has_tool_calls: bool) -> &'static str {
+    if has_tool_calls {
+        return "tool_calls";
+    }
+    match reason {
+        Some("MAX_TOKENS") => "length",
+        Some(
+            "SAFETY"
+            | "RECITATION"
+            | "LANGUAGE"
+            | "OTHER"
+            | "BLOCKLIST"
+            | "PROHIBITED_CONTENT"
+            | "SPII"
+            | "IMAGE_SAFETY"
+            | "IMAGE_PROHIBITED_CONTENT"
+            | "IMAGE_RECITATION"
+            | "IMAGE_OTHER"
+            | "NO_IMAGE",
+        ) => "content_filter",
+        _ => "stop",
+    }
+}
+
+/// usageMetadata → usage. Thinking and tool-use tokens count as completion so the sum holds.
+fn usage(u: &Value) -> Value {
+    let n = |k: &str| u.get(k).and_then(Value::as_u64).unwrap_or(0);
+    let prompt = n("promptTokenCount");
+    let total = u
+        .get("totalTokenCount")
+        .and_then(Value::as_u64)
+        .unwrap_or(prompt + n("candidatesTokenCount"));
+    json!({
+        "prompt_tokens": prompt,
+        "completion_tokens": total.saturating_sub(prompt),
+        "total_tokens": total,
+        "completion_tokens_details": {"reasoning_tokens": n("thoughtsTokenCount")},
+    })
+}
+
+fn tool_call(part: &Value, id: String, index: Option<usize>) -> Option<Value> {
+    let call = part.get("functionCall")?;
+    let mut out = json!({
+        "id": id,
+        "type": "function",
+        "function": {
+            "name": call["name"],
+            "arguments": call.get("args").cloned().unwrap_or(json!({})).to_string(),
+        },
+    });
+    if let Some(i) = index {
+        out["index"] = json!(i);
+    }
+    Some(out)
+}
+
+/// Gemini gives calls no ids (before Gemini 3): make stable ones from the response id.
+fn call_id(part: &Value, response_id: &str, n: usize) -> String {
+    part["functionCall"]["id"]
+        .as_str()
+        .map_or_else(|| format!("call_{response_id}_{n}"), str::to_string)
+}
+
+/// A `generateContent` reply → a `chat.completion`.
+pub fn from_wire(reply: &Value, model: &str, created: u64) -> Result<Value, ProviderError> {
+    if let Some((body, _)) = error_shape(reply) {
+        return Err(ProviderError::Protocol(
+            body["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        ));
+    }
+    let id = reply["responseId"].as_str().unwrap_or("gemini");
+    let model = reply["modelVersion"].as_str().unwrap_or(model);
+    let usage_value = reply.get("usageMetadata").map(usage);
+    let Some(candidate) = reply["candidates"].as_array().and_then(|c| c.first()) else {
+        // A prompt blocked before generation has no candidates, only promptFeedback.
+        if reply["promptFeedback"]["blockReason"].is_string() {
+            let message = json!({"role": "assistant", "content": ""});
+            return Ok(super::completion_body(
+                id,
+                model,
+                created,
+                message,
+                "content_filter",
+                usage_value,
+            ));
+        }
+        return Err(ProviderError::Protocol(
+            "expected `candidates` in the reply".into(),
+        ));
+    };
+    let mut text = String::new();
+    let mut calls = Vec::new();
+    for part in candidate["content"]["parts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        if part["thought"] == true {
+            continue;
+        }
+        if let Some(t) = part["text"].as_str() {
+            text.push_str(t);
+        }
+        if let Some(call) = tool_call(part, call_id(part, id, calls.len()), None) {
+            calls.push(call);
+        }
+    }
+    let mut message = json!({"role": "assistant", "content": text});
+    if !calls.is_empty() {
+        if text.is_empty() {
+            message["content"] = Value::Null;
+        }
+        message["tool_calls"] = Value::Array(calls.clone());
+    }
+    let finish = finish_reason(candidate["finishReason"].as_str(), !calls.is_empty());
+    Ok(super::completion_body(
+        id,
+        model,
+        created,
+        message,
+        finish,
+        usage_value,
+    ))
+}
+
+/// Gemini's chunks (each a whole GenerateContentResponse) → OpenAI chunks.
+pub struct StreamTranslator {
+    chunker: Chunker,
+    started: bool,
+    include_usage: bool,
+    calls: usize,
+    finished: bool,
+    usage: Option<Value>,
+}
+
+impl StreamTranslator {
+    pub fn new(model: &str, include_usage: bool, created: u64) -> Self {
+        Self {
+            chunker: Chunker {
+                id: "gemini".into(),
+                model: model.into(),
+                created,
+            },
+            started: false,
+            include_usage,
+            calls: 0,
+            finished: false,
+            usage: None,
+        }
+    }
+}
+
+impl Translator for StreamTranslator {
+    fn event(&mut self, event: &Event) -> Result<Step, ProviderError> {
+        let data: Value = serde_json::from_str(&event.data)
+            .map_err(|e| ProviderError::Protocol(format!("stream chunk is not JSON: {e}")))?;
+        if let Some((body, retry_after)) = error_shape(&data) {
+            let status = data["error"]["code"]
+                .as_u64()
+                .and_then(|c| u16::try_from(c).ok())
+                .unwrap_or(500);
+            return Err(ProviderError::Status {
+                status,
+                body: Bytes::from(body.to_string()),
+                retry_after,
+            });
+        }
+        let mut out = Vec::new();
+        if !self.started {
+            self.started = true;
+            if let Some(id) = data["responseId"].as_str() {
+                self.chunker.id = id.to_string();
+            }
+            if let Some(m) = data["modelVersion"].as_str() {
+                self.chunker.model = m.to_string();
+            }
+            out.push(
+                self.chunker
+                    .chunk(json!({"role": "assistant", "content": ""}), None),
+            );
+        }
+        if let Some(u) = data.get("usageMetadata") {
+            self.usage = Some(usage(u));
+        }
+        let Some(candidate) = data["candidates"].as_array().and_then(|c| c.first()) else {
+            if data["promptFeedback"]["blockReason"].is_string() {
+                self.finished = true;
+                out.push(self.chunker.chunk(json!({}), Some("content_filter")));
+            }
+            return Ok(Step::Chunks(out));
+        };
+        for part in candidate["content"]["parts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            if part["thought"] == true {
+                continue;
+            }
+            if let Some(t) = part["text"].as_str().filter(|t| !t.is_empty()) {
+                out.push(self.chunker.chunk(json!({"content": t}), None));
+            }
+            let id = call_id(part, &self.chunker.id, self.calls);
+            if let Some(call) = tool_call(part, id, Some(self.calls)) {
+                self.calls += 1;
+                out.push(self.chunker.chunk(json!({"tool_calls": [call]}), None));
+            }
+        }
+        if let Some(reason) = candidate["finishReason"].as_str() {
+            self.finished = true;
+            out.push(
+                self.chunker
+                    .chunk(json!({}), Some(finish_reason(Some(reason), self.calls > 0))),
+            );
+        }
+        Ok(Step::Chunks(out))
+    }
+
+    /// Gemini ends a stream by closing it; only a stream that gave its finishReason is complete.
+    fn closed(&mut self) -> Result<Vec<Bytes>, ProviderError> {
+        if !self.finished {
+            return Err(ProviderError::Connect(
+                "the stream ended before Gemini gave a finishReason".to_string(),
+            ));
+        }
+        Ok(match (&self.usage, self.include_usage) {
+            (Some(u), true) => vec![self.chunker.usage(u)],
+            _ => Vec::new(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nullable_types_and_unsupported_keywords_are_rewritten() {
+        let s = json!({"type": "object", "additionalProperties": false, "properties": {
+            "additionalProperties": {"type": ["string", "null"]},
+            "tags": {"type": "array", "items": {"type": "string", "$comment": "x"}}}});
+        let w = schema_to_wire(&s);
+        assert!(w.get("additionalProperties").is_none());
+        assert_eq!(
+            w["properties"]["additionalProperties"],
+            json!({"type": "string", "nullable": true})
+        );
+        assert!(w["properties"]["tags"]["items"].get("$comment").is_none());
+    }
+
+    #[test]
+    fn retry_delay_is_read_from_the_body() {
+        let body = json!({"error": {"code": 429, "message": "quota", "status": "RESOURCE_EXHAUSTED",
+            "details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "34.5s"}]}});
+        let (openai, delay) = error_shape(&body).expect("shape");
+        assert_eq!(openai["error"]["type"], "rate_limit_error");
+        assert_eq!(delay, Some(Duration::from_millis(34_500)));
+    }
+}

@@ -1,0 +1,171 @@
+//! HTTP plumbing shared by the adapters: sending with the right timeout, describing
+//! failures by cause (never by URL or key), Retry-After, and error bodies in OpenAI's shape.
+
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use reqwest::header::{HeaderMap, RETRY_AFTER};
+use serde_json::Value;
+
+use super::ProviderError;
+use crate::registry::Provider;
+
+/// Rewrites a provider's error body into OpenAI's shape, with any retry delay it carries.
+pub type ErrorShape = fn(&Value) -> Option<(Value, Option<Duration>)>;
+
+/// OpenAI-compatible APIs already answer in OpenAI's shape.
+pub fn same_shape(_: &Value) -> Option<(Value, Option<Duration>)> {
+    None
+}
+
+/// Sends a request. A whole exchange is bounded by the provider's timeout; a stream
+/// only until its headers arrive, after which each event has its own timeout.
+pub async fn send(
+    builder: reqwest::RequestBuilder,
+    provider: &Provider,
+    stream: bool,
+    shape: ErrorShape,
+) -> Result<reqwest::Response, ProviderError> {
+    let timeout = provider.timeout;
+    let response = if stream {
+        tokio::time::timeout(timeout, builder.send())
+            .await
+            .map_err(|_| ProviderError::Timeout(timeout))?
+            .map_err(|e| transport_error(e, timeout))?
+    } else {
+        builder
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| transport_error(e, timeout))?
+    };
+    if !response.status().is_success() {
+        return Err(status_error(response, provider, timeout, shape).await);
+    }
+    Ok(response)
+}
+
+/// The whole body of a successful non-streaming answer.
+pub async fn body(response: reqwest::Response, timeout: Duration) -> Result<Bytes, ProviderError> {
+    response
+        .bytes()
+        .await
+        .map_err(|e| transport_error(e, timeout))
+}
+
+/// The body of a successful answer, parsed as JSON.
+pub async fn json(response: reqwest::Response, timeout: Duration) -> Result<Value, ProviderError> {
+    let bytes = body(response, timeout).await?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ProviderError::Protocol(format!("expected JSON: {e}")))
+}
+
+/// Describes a transport failure by its cause, never by URL (a URL may carry credentials).
+pub fn transport_error(e: reqwest::Error, timeout: Duration) -> ProviderError {
+    if e.is_timeout() {
+        return ProviderError::Timeout(timeout);
+    }
+    let mut cause = String::new();
+    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(&e);
+    while let Some(s) = source {
+        cause = s.to_string();
+        source = s.source();
+    }
+    let e = e.without_url();
+    let text = if cause.is_empty() {
+        e.to_string()
+    } else {
+        cause
+    };
+    if e.is_connect() {
+        ProviderError::Connect(text)
+    } else if e.is_decode() || e.is_body() {
+        ProviderError::Protocol(text)
+    } else {
+        ProviderError::Connect(text)
+    }
+}
+
+/// Turns a non-2xx answer into an error, keeping its body (with the key scrubbed) and Retry-After.
+async fn status_error(
+    response: reqwest::Response,
+    provider: &Provider,
+    timeout: Duration,
+    shape: ErrorShape,
+) -> ProviderError {
+    let status = response.status().as_u16();
+    let mut retry_after = retry_after(response.headers());
+    let mut body = match tokio::time::timeout(timeout, response.bytes()).await {
+        Ok(Ok(body)) => body,
+        _ => Bytes::new(),
+    };
+    if let Some((openai, delay)) = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .as_ref()
+        .and_then(shape)
+    {
+        body = Bytes::from(openai.to_string());
+        retry_after = retry_after.or(delay);
+    }
+    ProviderError::Status {
+        status,
+        body: scrub(body, provider),
+        retry_after,
+    }
+}
+
+/// Removes the provider's key from text the upstream sent back, should it echo it.
+pub fn scrub(body: Bytes, provider: &Provider) -> Bytes {
+    let Some(key) = provider.key.as_ref().map(|k| k.expose()) else {
+        return body;
+    };
+    if key.is_empty() || !body.windows(key.len()).any(|w| w == key.as_bytes()) {
+        return body;
+    }
+    Bytes::from(String::from_utf8_lossy(&body).replace(key, "[redacted]"))
+}
+
+/// `retry-after-ms` (OpenAI), then `Retry-After` in seconds or as an HTTP date.
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    if let Some(ms) = headers
+        .get("retry-after-ms")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|ms| ms.is_finite() && *ms >= 0.0)
+    {
+        return Some(Duration::from_secs_f64(ms / 1000.0));
+    }
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = value.parse::<f64>() {
+        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
+    }
+    let when = httpdate::parse_http_date(value).ok()?;
+    Some(
+        when.duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_reads_seconds_milliseconds_and_dates() {
+        let mut h = HeaderMap::new();
+        h.insert(RETRY_AFTER, "2".parse().expect("header"));
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(2)));
+        h.insert("retry-after-ms", "150".parse().expect("header"));
+        assert_eq!(retry_after(&h), Some(Duration::from_millis(150)));
+        let mut d = HeaderMap::new();
+        let later = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(30));
+        d.insert(RETRY_AFTER, later.parse().expect("header"));
+        let got = retry_after(&d).expect("date");
+        assert!(
+            got > Duration::from_secs(25) && got <= Duration::from_secs(30),
+            "{got:?}"
+        );
+        d.insert(RETRY_AFTER, "soon".parse().expect("header"));
+        assert_eq!(retry_after(&d), None);
+    }
+}
