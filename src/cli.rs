@@ -183,12 +183,29 @@ fn models(config: &Path) -> ExitCode {
         }
     };
     use std::fmt::Write as _;
+    let live = live_health(r.settings.listen);
     let mut out = String::new();
     for p in r.providers.values() {
-        let status = match &p.status {
+        let mut status = match &p.status {
             Status::Active => "active".to_string(),
             Status::Inactive(why) => format!("inactive: {why}"),
         };
+        if let Some(circuit) = live.as_ref().map(|h| &h["providers"][&p.name]["circuit"]) {
+            match circuit["state"].as_str() {
+                Some("open") => status.push_str(&format!(
+                    ", circuit open (next probe in {:.0}s)",
+                    circuit["retry_in_s"].as_f64().unwrap_or(0.0)
+                )),
+                Some("half_open") => status.push_str(", circuit half-open (probing)"),
+                Some("closed") => match circuit["consecutive_failures"].as_u64() {
+                    Some(n) if n > 0 => {
+                        status.push_str(&format!(", circuit closed ({n} recent failures)"))
+                    }
+                    _ => status.push_str(", circuit closed"),
+                },
+                _ => {}
+            }
+        }
         let _ = writeln!(out, "{} ({} adapter) {status}", p.name, p.adapter.as_str());
         for m in &p.models {
             let mut line = format!("  {}/{}", p.name, m.id);
@@ -212,12 +229,40 @@ fn models(config: &Path) -> ExitCode {
         let _ = writeln!(out, "group {name}: {}", chain.join(" → "));
     }
     let _ = writeln!(out, "{}", summary(&r));
+    if live.is_none() {
+        let _ = writeln!(
+            out,
+            "(no llmhub answering on {}: circuit states are known only to a running server)",
+            r.settings.listen
+        );
+    }
     // A closed pipe (`llmhub models | head`) is not an error worth a panic.
     let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), out.as_bytes());
     ExitCode::SUCCESS
 }
 
 /// The shipped configuration, so `init` writes exactly what `serve` runs in this repository.
+/// The running server's `/health`, if one answers on the configured address, for its breaker states.
+fn live_health(listen: std::net::SocketAddr) -> Option<serde_json::Value> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok()?;
+    runtime.block_on(async {
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_millis(500))
+            .build()
+            .ok()?;
+        let response = client
+            .get(format!("http://{listen}/health"))
+            .send()
+            .await
+            .ok()?;
+        let health: serde_json::Value = response.json().await.ok()?;
+        health.get("providers").is_some().then_some(health)
+    })
+}
+
 const STARTER: [(&str, &str); 12] = [
     ("hub.toml", include_str!("../hub.toml")),
     (

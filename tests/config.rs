@@ -344,7 +344,9 @@ fn models_lists_each_provider_active_or_not_and_why() {
     );
     assert!(out.contains("ollama (openai adapter) active"), "{out}");
     assert!(
-        out.contains("group fast: groq/llama-3.1-8b-instant → gemini/gemini-2.5-flash → openai/gpt-4o-mini"),
+        out.contains(
+            "group fast: groq/llama-3.1-8b-instant → gemini/gemini-2.5-flash → openai/gpt-4o-mini"
+        ),
         "{out}"
     );
 

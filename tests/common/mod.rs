@@ -214,13 +214,22 @@ impl Server {
     }
 
     async fn start_inner(config: &ConfigDir, watch: bool) -> Server {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        Self::start_on(config, listener, watch).await
+    }
+
+    /// Serves on a listener the test bound itself (to put its address in hub.toml first).
+    pub async fn start_on(
+        config: &ConfigDir,
+        listener: tokio::net::TcpListener,
+        watch: bool,
+    ) -> Server {
         let hub = match Hub::load(&config.hub_path()) {
             Ok(hub) => hub,
             Err(errors) => panic!("config: {errors:#?}"),
         };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (stop, stopped) = oneshot::channel::<()>();
         let served = hub.clone();
