@@ -28,8 +28,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve the OpenAI-compatible API, reloading the files when they change.
+    /// Serve the OpenAI-compatible API and MCP over HTTP, reloading the files when they change.
     Serve,
+    /// Speak MCP on stdin/stdout (for Claude Desktop, Cursor, Claude Code), reloading too.
+    Mcp,
     /// Validate the configuration and print every error.
     Check,
     /// List providers and models, active or not and why.
@@ -46,6 +48,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve => serve(&cli.config),
+        Command::Mcp => mcp(&cli.config),
         Command::Check => check(&cli.config),
         Command::Models => models(&cli.config),
         Command::Init { dir } => init(&dir),
@@ -122,6 +125,41 @@ fn serve(config: &Path) -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: server stopped: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+fn mcp(config: &Path) -> ExitCode {
+    init_logging();
+    let hub = match Hub::load(config) {
+        Ok(hub) => hub,
+        Err(errors) => {
+            print_errors(&errors);
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let _watch = match crate::reload::watch(hub.clone()) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch the configuration folder; hot reload is off");
+                None
+            }
+        };
+        tracing::info!(config = %config.display(), "llmhub MCP server on stdio");
+        match crate::mcp::serve_stdio(hub).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: MCP session ended: {e}");
                 ExitCode::FAILURE
             }
         }

@@ -1,7 +1,6 @@
 //! The running gateway's shared state: the live snapshot, reload status, and what
 //! outlives a reload (the pooled HTTP client and the circuit breakers).
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -10,7 +9,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
 use crate::config::{self, ConfigError};
-use crate::registry::{self, Registry};
+use crate::registry::{self, Registry, Settings, Status};
 use crate::route::breaker::Breakers;
 
 /// The outcome of the latest reload attempt, published to anyone watching.
@@ -40,8 +39,9 @@ pub struct Hub {
     pub config_path: PathBuf,
     snapshot: ArcSwap<Registry>,
     pub(crate) status: Mutex<ReloadStatus>,
-    /// The listen address the process started with; a different one in the files needs a restart.
-    pub started_listen: SocketAddr,
+    /// The settings the process started with: those that only a restart applies are
+    /// compared with each reload's.
+    pub started: Settings,
     pub started_at: Instant,
     pub http: reqwest::Client,
     pub breakers: Breakers,
@@ -69,7 +69,7 @@ impl Hub {
         });
         Ok(Arc::new(Hub {
             config_path: config_path.to_path_buf(),
-            started_listen: registry.settings.listen,
+            started: registry.settings.clone(),
             snapshot: ArcSwap::from_pointee(registry),
             status: Mutex::new(ReloadStatus::default()),
             started_at: Instant::now(),
@@ -95,10 +95,57 @@ impl Hub {
             .clone()
     }
 
+    /// What `/health` and MCP's `health_check` report: uptime, configuration generation
+    /// and reload errors, each provider's state and circuit.
+    pub fn health(&self) -> serde_json::Value {
+        use serde_json::json;
+        let registry = self.snapshot();
+        let status = self.reload_status();
+        let now = Instant::now();
+        let providers: serde_json::Map<String, serde_json::Value> = registry
+            .providers
+            .values()
+            .map(|p| {
+                let (active, reason) = match &p.status {
+                    Status::Active => (true, None),
+                    Status::Inactive(r) => (false, Some(r.clone())),
+                };
+                let v = json!({
+                    "active": active,
+                    "reason": reason,
+                    "adapter": p.adapter.as_str(),
+                    "models": p.models.len(),
+                    "circuit": self.breakers.view(&p.name, now),
+                });
+                (p.name.clone(), v)
+            })
+            .collect();
+        let last_error = status.last_error.map(|e| json!({"at": unix(e.at), "errors": e.errors}));
+        json!({
+            "status": if last_error.is_some() { "degraded" } else { "ok" },
+            "version": env!("CARGO_PKG_VERSION"),
+            "uptime_s": self.started_at.elapsed().as_secs(),
+            "config": {
+                "path": self.config_path.display().to_string(),
+                "generation": registry.generation,
+                "loaded_at": unix(registry.loaded_at),
+                "last_reload_error": last_error,
+                "pending_restart": status.pending_restart,
+            },
+            "providers": providers,
+            "groups": registry.groups.keys().collect::<Vec<_>>(),
+        })
+    }
+
     /// Every reload outcome from now on; tests and MCP sessions wait on this.
     pub fn subscribe(&self) -> watch::Receiver<ReloadEvent> {
         self.events.subscribe()
     }
+}
+
+/// Seconds since the epoch.
+pub fn unix(t: SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// Reads the folder tree and builds a snapshot with the given generation.

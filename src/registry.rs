@@ -63,6 +63,9 @@ pub struct Settings {
     pub mcp_http_path: String,
     pub mcp_tool_separator: String,
     pub mcp_description: Option<String>,
+    pub mcp_allowed_hosts: Vec<String>,
+    pub mcp_allowed_origins: Vec<String>,
+    pub mcp_progress_interval: Duration,
 }
 
 /// Whether a provider takes requests, and if not, why.
@@ -133,14 +136,6 @@ pub struct Target {
     pub model: String,
 }
 
-/// A prompt tool from tools.d, validated at load.
-#[derive(Debug, Clone)]
-pub struct Tool {
-    pub name: String,
-    pub description: String,
-    pub model: Option<String>,
-}
-
 /// Why a model address did not resolve.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ResolveError {
@@ -205,7 +200,7 @@ pub struct Registry {
     pub groups: BTreeMap<String, Vec<Target>>,
     /// Model id or alias → every provider that lists it.
     bare: HashMap<String, Vec<Target>>,
-    pub tools: BTreeMap<String, Tool>,
+    pub tools: BTreeMap<String, Arc<crate::tools::PromptTool>>,
 }
 
 impl Registry {
@@ -398,11 +393,19 @@ pub fn build(
         );
     }
 
+    let resolve = |address: &str| -> Option<String> {
+        match registry.resolve(address) {
+            Err(e) if !refers_to_broken(&broken, address) => Some(e.to_string()),
+            _ => None,
+        }
+    };
+    let mut tools = BTreeMap::new();
     for parsed in &tree.tools {
-        if let Some(tool) = build_tool(parsed, &registry, &broken, &mut errors) {
-            registry.tools.insert(tool.name.clone(), tool);
+        if let Some(tool) = crate::tools::compile(parsed, &resolve, &mut errors) {
+            tools.insert(tool.name.clone(), Arc::new(tool));
         }
     }
+    registry.tools = tools;
 
     if errors.is_empty() {
         Ok(registry)
@@ -548,6 +551,12 @@ fn build_settings(
         mcp_http_path,
         mcp_tool_separator,
         mcp_description: raw.mcp.description.clone(),
+        mcp_allowed_hosts: raw.mcp.allowed_hosts.clone(),
+        mcp_allowed_origins: raw.mcp.allowed_origins.clone(),
+        mcp_progress_interval: match raw.mcp.progress_interval_s {
+            Some(s) => positive_duration(src, &["mcp", "progress_interval_s"], s, errors),
+            None => Duration::from_secs(5),
+        },
     }
 }
 
@@ -794,54 +803,4 @@ fn check_fallbacks(
                 .and_then(|p| p.raw.fallback_to.as_deref());
         }
     }
-}
-
-fn build_tool(
-    parsed: &Parsed<crate::config::RawTool>,
-    registry: &Registry,
-    broken: &BTreeSet<String>,
-    errors: &mut Vec<ConfigError>,
-) -> Option<Tool> {
-    let raw = &parsed.raw;
-    let src = &parsed.source;
-    let before = errors.len();
-    if let Some(model) = &raw.model
-        && let Err(e) = registry.resolve(model)
-        && !refers_to_broken(broken, model)
-    {
-        errors.push(src.error_at(&["model"], e.to_string()));
-    }
-    if raw.prompt.is_none() {
-        errors.push(src.error_at(
-            &[],
-            "missing key `prompt`: a prompt tool needs a prompt template",
-        ));
-    }
-    let declared: BTreeSet<String> = raw
-        .input
-        .as_ref()
-        .and_then(|i| i.get("properties"))
-        .and_then(|p| p.as_object())
-        .map(|p| p.keys().cloned().collect())
-        .unwrap_or_default();
-    for key in ["system", "prompt"] {
-        let text = if key == "system" {
-            &raw.system
-        } else {
-            &raw.prompt
-        };
-        if let Some(text) = text
-            && let Err(e) = Template::compile(text, &declared)
-        {
-            errors.push(src.error_at(&[key], e.message));
-        }
-    }
-    if errors.len() > before {
-        return None;
-    }
-    Some(Tool {
-        name: parsed.name.clone(),
-        description: raw.description.clone().unwrap_or_default(),
-        model: raw.model.clone(),
-    })
 }

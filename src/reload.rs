@@ -85,19 +85,28 @@ pub fn reload(hub: &Hub) -> ReloadEvent {
 }
 
 fn note_restart_settings(hub: &Hub, next: &registry::Registry) {
+    let (was, now) = (&hub.started, &next.settings);
     let mut pending = Vec::new();
-    if next.settings.listen != hub.started_listen {
-        let msg = format!(
-            "server.listen changed from {} to {}: restart llmhub to apply it",
-            hub.started_listen, next.settings.listen
-        );
-        tracing::warn!("{msg}");
-        pending.push(msg);
-    }
-    hub.status
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .pending_restart = pending;
+    let mut differs = |key: &str, before: String, after: String| {
+        if before != after {
+            let msg = format!("{key} changed from {before} to {after}: restart llmhub to apply it");
+            tracing::warn!("{msg}");
+            pending.push(msg);
+        }
+    };
+    differs("server.listen", was.listen.to_string(), now.listen.to_string());
+    differs("mcp.http_path", was.mcp_http_path.clone(), now.mcp_http_path.clone());
+    differs(
+        "mcp.allowed_hosts",
+        format!("{:?}", was.mcp_allowed_hosts),
+        format!("{:?}", now.mcp_allowed_hosts),
+    );
+    differs(
+        "mcp.allowed_origins",
+        format!("{:?}", was.mcp_allowed_origins),
+        format!("{:?}", now.mcp_allowed_origins),
+    );
+    hub.status.lock().unwrap_or_else(|e| e.into_inner()).pending_restart = pending;
 }
 
 /// Keeps the watcher alive; dropping it stops watching.

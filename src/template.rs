@@ -35,10 +35,25 @@ pub struct TemplateError {
 }
 
 impl Template {
-    /// Compiles `source` and checks that it reads only the `allowed` variables.
+    /// Compiles `source` and checks that it reads only the `allowed` variables; every
+    /// variable is always defined when it renders, so any undefined use is an error.
     pub fn compile(source: &str, allowed: &BTreeSet<String>) -> Result<Self, TemplateError> {
+        Self::compile_with(source, allowed, UndefinedBehavior::Strict)
+    }
+
+    /// For templates over optional arguments: an absent one may be tested with `if` or
+    /// given a `default`, but printing or iterating it is still an error.
+    pub fn compile_optional(source: &str, allowed: &BTreeSet<String>) -> Result<Self, TemplateError> {
+        Self::compile_with(source, allowed, UndefinedBehavior::SemiStrict)
+    }
+
+    fn compile_with(
+        source: &str,
+        allowed: &BTreeSet<String>,
+        undefined: UndefinedBehavior,
+    ) -> Result<Self, TemplateError> {
         let mut env = Environment::new();
-        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.set_undefined_behavior(undefined);
         env.set_fuel(Some(FUEL));
         env.set_recursion_limit(RECURSION_LIMIT);
         env.add_template_owned(NAME, source.to_string())

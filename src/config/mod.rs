@@ -61,6 +61,12 @@ pub struct RawMcp {
     pub http_path: Option<String>,
     pub tool_separator: Option<String>,
     pub description: Option<String>,
+    /// Host headers `/mcp` accepts besides loopback (DNS-rebinding protection).
+    pub allowed_hosts: Vec<String>,
+    /// Browser origins `/mcp` accepts besides loopback ones, such as "https://app.example.com:443".
+    pub allowed_origins: Vec<String>,
+    /// How often a long tool call reports progress to clients that asked for it.
+    pub progress_interval_s: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -78,7 +78,7 @@ impl IntoResponse for ApiError {
 
 /// A route failure as the client sees it. A request the upstream refused is returned
 /// with the upstream's status and, when it is OpenAI-shaped, the upstream's own body.
-pub fn route_error_response(err: RouteError) -> Response {
+pub(crate) fn route_error_response(err: RouteError) -> Response {
     use crate::adapters::ProviderError;
     let api = match err {
         RouteError::NoModel => {

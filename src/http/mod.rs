@@ -2,10 +2,11 @@
 //! Only this module knows axum.
 
 mod error;
+mod tools;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use axum::Router;
 use axum::body::Body;
@@ -16,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::StreamExt;
-use serde_json::{Value, json};
+use serde_json::json;
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 
@@ -25,34 +26,59 @@ use error::route_error_response;
 
 use crate::adapters::ChatRequest;
 use crate::hub::Hub;
-use crate::registry::{Registry, Status};
+use crate::mcp::Mcp;
+use tokio_util::sync::CancellationToken;
+use crate::registry::Registry;
 use crate::route::{self, Answer};
 
 pub const PROVIDER_HEADER: &str = "x-llmhub-provider";
 pub const MODEL_HEADER: &str = "x-llmhub-model";
 
-/// The gateway's routes over a shared hub.
-pub fn router(hub: Arc<Hub>) -> Router {
+/// The gateway's routes over a shared hub, with MCP's streamable HTTP at `[mcp] http_path`.
+pub fn router(hub: Arc<Hub>, mcp: Arc<Mcp>, mcp_cancel: CancellationToken) -> Router {
+    let mcp_path = hub.snapshot().settings.mcp_http_path.clone();
+    let keyed = middleware::from_fn_with_state(hub.clone(), require_key);
     let api = Router::new()
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/models", get(list_models))
-        .route_layer(middleware::from_fn_with_state(hub.clone(), require_key));
+        .route("/v1/tools", get(tools::list))
+        .route("/v1/tools/{name}", post(tools::call))
+        .route_layer(keyed.clone());
+    let mcp_routes = Router::new()
+        .nest_service(&mcp_path, crate::mcp::http_service(mcp, mcp_cancel))
+        .layer(keyed);
     Router::new()
         .merge(api)
+        .merge(mcp_routes)
         .route("/health", get(health))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(hub)
 }
 
-/// Serves until `shutdown` resolves, then lets in-flight requests finish.
+/// Serves until `shutdown` resolves, then lets in-flight requests finish (MCP streams,
+/// which would otherwise hold the shutdown open, are closed first).
 pub async fn serve(
     listener: TcpListener,
     hub: Arc<Hub>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(hub))
-        .with_graceful_shutdown(shutdown)
+    use axum::serve::ListenerExt;
+    // Replies are written whole; Nagle's delay would only add latency to small ones.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    let mcp = Mcp::start(hub.clone());
+    let cancel = CancellationToken::new();
+    let on_shutdown = {
+        let cancel = cancel.clone();
+        async move {
+            shutdown.await;
+            cancel.cancel();
+        }
+    };
+    axum::serve(listener, router(hub, mcp, cancel))
+        .with_graceful_shutdown(on_shutdown)
         .await
 }
 
@@ -108,7 +134,7 @@ fn presented_key(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// Reads the body within the snapshot's size limit.
-async fn read_body(
+pub(crate) async fn read_body(
     registry: &Registry,
     headers: &HeaderMap,
     body: Body,
@@ -299,13 +325,10 @@ fn event(data: &[u8]) -> Bytes {
     buf.freeze()
 }
 
-fn unix(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
 
 async fn list_models(State(hub): State<Arc<Hub>>) -> Response {
     let registry = hub.snapshot();
-    let created = unix(registry.loaded_at);
+    let created = crate::hub::unix(registry.loaded_at);
     let mut data = Vec::new();
     for p in registry.providers.values().filter(|p| p.is_active()) {
         for m in &p.models {
@@ -321,45 +344,7 @@ async fn list_models(State(hub): State<Arc<Hub>>) -> Response {
 }
 
 async fn health(State(hub): State<Arc<Hub>>) -> Response {
-    let registry = hub.snapshot();
-    let status = hub.reload_status();
-    let now = Instant::now();
-    let providers: serde_json::Map<String, Value> = registry
-        .providers
-        .values()
-        .map(|p| {
-            let (active, reason) = match &p.status {
-                Status::Active => (true, None),
-                Status::Inactive(r) => (false, Some(r.clone())),
-            };
-            let v = json!({
-                "active": active,
-                "reason": reason,
-                "adapter": p.adapter.as_str(),
-                "models": p.models.len(),
-                "circuit": hub.breakers.view(&p.name, now),
-            });
-            (p.name.clone(), v)
-        })
-        .collect();
-    let last_error = status
-        .last_error
-        .map(|e| json!({"at": unix(e.at), "errors": e.errors}));
-    let body = json!({
-        "status": if last_error.is_some() { "degraded" } else { "ok" },
-        "version": env!("CARGO_PKG_VERSION"),
-        "uptime_s": hub.started_at.elapsed().as_secs(),
-        "config": {
-            "path": hub.config_path.display().to_string(),
-            "generation": registry.generation,
-            "loaded_at": unix(registry.loaded_at),
-            "last_reload_error": last_error,
-            "pending_restart": status.pending_restart,
-        },
-        "providers": providers,
-        "groups": registry.groups.keys().collect::<Vec<_>>(),
-    });
-    axum::Json(body).into_response()
+    axum::Json(hub.health()).into_response()
 }
 
 async fn not_found(request: Request) -> Response {

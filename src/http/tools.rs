@@ -1,0 +1,112 @@
+//! `GET /v1/tools` and `POST /v1/tools/{name}`: the prompt tools MCP serves, over plain HTTP.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::error::{ApiError, route_error_response};
+use crate::hub::Hub;
+use crate::tools::{self, ToolError};
+
+pub async fn list(State(hub): State<Arc<Hub>>) -> Response {
+    let registry = hub.snapshot();
+    let data: Vec<Value> = registry
+        .tools
+        .values()
+        .filter(|t| t.availability(&registry).is_ok())
+        .map(|t| {
+            json!({
+                "name": t.name,
+                "description": t.description,
+                "model": t.model.as_deref().or(registry.settings.default_model.as_deref()),
+                "input_schema": *t.input_schema,
+                "output_schema": t.output_schema.as_deref(),
+            })
+        })
+        .collect();
+    axum::Json(json!({"object": "list", "data": data})).into_response()
+}
+
+pub async fn call(State(hub): State<Arc<Hub>>, Path(name): Path<String>, request: Request) -> Response {
+    let registry = hub.snapshot();
+    let (parts, body) = request.into_parts();
+    let bytes = match super::read_body(&registry, &parts.headers, body).await {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    let args: Value = if bytes.iter().all(u8::is_ascii_whitespace) {
+        json!({})
+    } else {
+        match serde_json::from_slice(&bytes) {
+            Ok(v) => v,
+            Err(e) => {
+                return ApiError::invalid_request("invalid_json", format!("request body is not valid JSON: {e}"))
+                    .into_response();
+            }
+        }
+    };
+    let Some(tool) = registry.tools.get(&name).cloned() else {
+        let known: Vec<&str> = registry.tools.keys().map(String::as_str).collect();
+        return ApiError::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            "tool_not_found",
+            format!("no tool `{name}`; tools: {}", known.join(", ")),
+        )
+        .into_response();
+    };
+    if let Err(why) = tool.availability(&registry) {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "api_error",
+            "tool_unavailable",
+            format!("tool `{name}` is not available: {why}"),
+        )
+        .into_response();
+    }
+    match tools::run(&hub, &registry, &tool, &args).await {
+        Ok(out) => axum::Json(json!({
+            "tool": name,
+            "content": out.text,
+            "structured": out.structured,
+            "model": out.model,
+            "provider": out.provider,
+            "usage": out.usage,
+        }))
+        .into_response(),
+        Err(ToolError::Route(e)) => route_error_response(e),
+        Err(e) => tool_error_response(e),
+    }
+}
+
+fn tool_error_response(e: ToolError) -> Response {
+    let message = e.to_string();
+    let (status, kind, code, extra) = match e {
+        ToolError::InvalidArguments(issues) => (
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "invalid_arguments",
+            json!({"issues": issues}),
+        ),
+        ToolError::InvalidOutput { reply, issues } => (
+            StatusCode::BAD_GATEWAY,
+            "api_error",
+            "invalid_output",
+            json!({"issues": issues, "reply": reply}),
+        ),
+        ToolError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "api_error", "tool_timeout", json!({})),
+        ToolError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "api_error", "tool_unavailable", json!({})),
+        ToolError::Render(_) => (StatusCode::BAD_REQUEST, "invalid_request_error", "tool_render_failed", json!({})),
+        ToolError::Route(_) => (StatusCode::BAD_GATEWAY, "api_error", "upstream_error", json!({})),
+    };
+    let mut body = ApiError::new(status, kind, code, message).body();
+    if let Value::Object(extra) = extra {
+        for (k, v) in extra {
+            body["error"][k] = v;
+        }
+    }
+    (status, axum::Json(body)).into_response()
+}
