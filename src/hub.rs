@@ -120,7 +120,9 @@ impl Hub {
                 (p.name.clone(), v)
             })
             .collect();
-        let last_error = status.last_error.map(|e| json!({"at": unix(e.at), "errors": e.errors}));
+        let last_error = status
+            .last_error
+            .map(|e| json!({"at": unix(e.at), "errors": e.errors}));
         json!({
             "status": if last_error.is_some() { "degraded" } else { "ok" },
             "version": env!("CARGO_PKG_VERSION"),
@@ -145,7 +147,8 @@ impl Hub {
 
 /// Seconds since the epoch.
 pub fn unix(t: SystemTime) -> u64 {
-    t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Reads the folder tree and builds a snapshot with the given generation.

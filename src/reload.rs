@@ -94,8 +94,16 @@ fn note_restart_settings(hub: &Hub, next: &registry::Registry) {
             pending.push(msg);
         }
     };
-    differs("server.listen", was.listen.to_string(), now.listen.to_string());
-    differs("mcp.http_path", was.mcp_http_path.clone(), now.mcp_http_path.clone());
+    differs(
+        "server.listen",
+        was.listen.to_string(),
+        now.listen.to_string(),
+    );
+    differs(
+        "mcp.http_path",
+        was.mcp_http_path.clone(),
+        now.mcp_http_path.clone(),
+    );
     differs(
         "mcp.allowed_hosts",
         format!("{:?}", was.mcp_allowed_hosts),
@@ -106,7 +114,10 @@ fn note_restart_settings(hub: &Hub, next: &registry::Registry) {
         format!("{:?}", was.mcp_allowed_origins),
         format!("{:?}", now.mcp_allowed_origins),
     );
-    hub.status.lock().unwrap_or_else(|e| e.into_inner()).pending_restart = pending;
+    hub.status
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .pending_restart = pending;
 }
 
 /// Keeps the watcher alive; dropping it stops watching.

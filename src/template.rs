@@ -43,7 +43,10 @@ impl Template {
 
     /// For templates over optional arguments: an absent one may be tested with `if` or
     /// given a `default`, but printing or iterating it is still an error.
-    pub fn compile_optional(source: &str, allowed: &BTreeSet<String>) -> Result<Self, TemplateError> {
+    pub fn compile_optional(
+        source: &str,
+        allowed: &BTreeSet<String>,
+    ) -> Result<Self, TemplateError> {
         Self::compile_with(source, allowed, UndefinedBehavior::SemiStrict)
     }
 

@@ -44,7 +44,9 @@ pub struct PromptTool {
 
 impl std::fmt::Debug for PromptTool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PromptTool").field("name", &self.name).finish_non_exhaustive()
+        f.debug_struct("PromptTool")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -72,7 +74,10 @@ impl PromptTool {
             .flatten()
             .map(|(name, schema)| PromptArgumentInfo {
                 name: name.clone(),
-                description: schema.get("description").and_then(Value::as_str).map(str::to_string),
+                description: schema
+                    .get("description")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
                 required: required.contains(name.as_str()),
             })
             .collect()
@@ -80,7 +85,11 @@ impl PromptTool {
 
     /// Whether the tool's model chain has an active provider; if not, why.
     pub fn availability(&self, registry: &Registry) -> Result<(), String> {
-        let address = match self.model.as_deref().or(registry.settings.default_model.as_deref()) {
+        let address = match self
+            .model
+            .as_deref()
+            .or(registry.settings.default_model.as_deref())
+        {
             Some(a) => a,
             None => return Err("no model set and routing.default_model is not set".into()),
         };
@@ -93,13 +102,21 @@ impl PromptTool {
                 None => {}
             }
         }
-        Err(format!("no active provider for `{address}` ({})", reasons.join("; ")))
+        Err(format!(
+            "no active provider for `{address}` ({})",
+            reasons.join("; ")
+        ))
     }
 
     /// Environment variable names the tool's providers need, with whether each is set.
     pub fn env_keys(&self, registry: &Registry) -> Vec<(String, bool)> {
-        let address = self.model.as_deref().or(registry.settings.default_model.as_deref());
-        let chain = address.and_then(|a| route::chain(registry, a).ok()).unwrap_or_default();
+        let address = self
+            .model
+            .as_deref()
+            .or(registry.settings.default_model.as_deref());
+        let chain = address
+            .and_then(|a| route::chain(registry, a).ok())
+            .unwrap_or_default();
         let mut out: BTreeMap<String, bool> = BTreeMap::new();
         for t in chain {
             if let Some(p) = registry.providers.get(&t.provider)
@@ -124,10 +141,17 @@ pub fn compile(
     let src = &parsed.source;
     let before = errors.len();
     let name = parsed.name.clone();
-    if name.is_empty() || name.len() > 64 || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+    if name.is_empty()
+        || name.len() > 64
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
         errors.push(ConfigError::whole_file(
             &src.path,
-            format!("tool name `{name}` (the file name) must be 1 to 64 of a-z, A-Z, 0-9, '_' and '-'"),
+            format!(
+                "tool name `{name}` (the file name) must be 1 to 64 of a-z, A-Z, 0-9, '_' and '-'"
+            ),
         ));
     }
     if BUILTIN_NAMES.contains(&name.as_str()) {
@@ -143,12 +167,18 @@ pub fn compile(
     }
     let description = raw.description.clone().unwrap_or_default();
     if description.trim().is_empty() {
-        errors.push(src.error_at(&[], "missing key `description`: MCP clients show it to the model to pick the tool"));
+        errors.push(src.error_at(
+            &[],
+            "missing key `description`: MCP clients show it to the model to pick the tool",
+        ));
     }
     if let Some(t) = raw.temperature
         && !(0.0..=2.0).contains(&t)
     {
-        errors.push(src.error_at(&["temperature"], format!("expected a number from 0 to 2, found {t}")));
+        errors.push(src.error_at(
+            &["temperature"],
+            format!("expected a number from 0 to 2, found {t}"),
+        ));
     }
     if raw.max_tokens == Some(0) {
         errors.push(src.error_at(&["max_tokens"], "expected at least 1, found 0"));
@@ -156,19 +186,30 @@ pub fn compile(
     let timeout = match raw.timeout_s {
         Some(t) if t.is_finite() && t > 0.0 && t < 86_400.0 => Some(Duration::from_secs_f64(t)),
         Some(t) => {
-            errors.push(src.error_at(&["timeout_s"], format!("expected seconds above 0 and below 86400, found {t}")));
+            errors.push(src.error_at(
+                &["timeout_s"],
+                format!("expected seconds above 0 and below 86400, found {t}"),
+            ));
             None
         }
         None => None,
     };
 
-    let input_schema = raw.input.clone().unwrap_or_else(|| json!({"type": "object", "properties": {}}));
+    let input_schema = raw
+        .input
+        .clone()
+        .unwrap_or_else(|| json!({"type": "object", "properties": {}}));
     let input = compile_schema(&input_schema, "input", src, errors);
     if input.is_some() && input_schema.get("type").and_then(Value::as_str) != Some("object") {
-        errors.push(src.error_at(&["input", "type"], "expected `type = \"object\"`: tool arguments are an object"));
+        errors.push(src.error_at(
+            &["input", "type"],
+            "expected `type = \"object\"`: tool arguments are an object",
+        ));
     }
     let output_schema = raw.output.clone();
-    let output = output_schema.as_ref().and_then(|s| compile_schema(s, "output", src, errors));
+    let output = output_schema
+        .as_ref()
+        .and_then(|s| compile_schema(s, "output", src, errors));
 
     let declared: BTreeSet<String> = input_schema
         .get("properties")
@@ -179,7 +220,10 @@ pub fn compile(
     for (key, text) in [("system", &raw.system), ("prompt", &raw.prompt)] {
         let Some(text) = text else {
             if key == "prompt" {
-                errors.push(src.error_at(&[], "missing key `prompt`: a prompt tool needs a prompt template"));
+                errors.push(src.error_at(
+                    &[],
+                    "missing key `prompt`: a prompt tool needs a prompt template",
+                ));
             }
             templates.push(None);
             continue;
@@ -214,7 +258,9 @@ pub fn compile(
         prompt,
         input_schema: Arc::new(input_schema.as_object().cloned().unwrap_or_default()),
         input: input?,
-        output_schema: output_schema.and_then(|s| s.as_object().cloned()).map(Arc::new),
+        output_schema: output_schema
+            .and_then(|s| s.as_object().cloned())
+            .map(Arc::new),
         output,
     })
 }
@@ -233,12 +279,20 @@ fn compile_schema(
         // Point at the offending key itself: /properties/name/type is input.properties.name.type.
         let pointer = e.instance_path().to_string();
         let mut path = vec![key.to_string()];
-        path.extend(pointer.split('/').filter(|s| !s.is_empty()).map(|s| s.replace("~1", "/").replace("~0", "~")));
+        path.extend(
+            pointer
+                .split('/')
+                .filter(|s| !s.is_empty())
+                .map(|s| s.replace("~1", "/").replace("~0", "~")),
+        );
         let path: Vec<&str> = path.iter().map(String::as_str).collect();
         errors.push(src.error_at(&path, format!("invalid JSON Schema: {e}")));
         return None;
     }
-    match jsonschema::options().should_validate_formats(true).build(schema) {
+    match jsonschema::options()
+        .should_validate_formats(true)
+        .build(schema)
+    {
         Ok(v) => Some(Arc::new(v)),
         Err(e) => {
             errors.push(src.error_at(&[key], format!("invalid JSON Schema: {e}")));
@@ -267,13 +321,22 @@ pub enum ToolError {
     #[error("no answer within {}s (the tool's timeout_s)", .0.as_secs_f64())]
     Timeout(Duration),
     #[error("the model's reply does not match the output schema: {}", describe(.issues))]
-    InvalidOutput { reply: String, issues: Vec<ArgumentIssue> },
+    InvalidOutput {
+        reply: String,
+        issues: Vec<ArgumentIssue>,
+    },
 }
 
 fn describe(issues: &[ArgumentIssue]) -> String {
     issues
         .iter()
-        .map(|i| format!("{}: {}", if i.path.is_empty() { "(root)" } else { &i.path }, i.message))
+        .map(|i| {
+            format!(
+                "{}: {}",
+                if i.path.is_empty() { "(root)" } else { &i.path },
+                i.message
+            )
+        })
         .collect::<Vec<_>>()
         .join("; ")
 }
@@ -309,7 +372,11 @@ pub fn validate_arguments(tool: &PromptTool, args: &Value) -> Result<(), ToolErr
         }]));
     }
     let found = issues(&tool.input, args);
-    if found.is_empty() { Ok(()) } else { Err(ToolError::InvalidArguments(found)) }
+    if found.is_empty() {
+        Ok(())
+    } else {
+        Err(ToolError::InvalidArguments(found))
+    }
 }
 
 /// The system and user texts for valid arguments; also what `prompts/get` returns.
@@ -328,9 +395,15 @@ pub fn render(tool: &PromptTool, args: &Value) -> Result<(Option<String>, String
 
 /// Runs a tool: validate, render, route through the gateway, and check the reply
 /// against the output schema when there is one.
-pub async fn run(hub: &Hub, registry: &Registry, tool: &PromptTool, args: &Value) -> Result<ToolOutput, ToolError> {
+pub async fn run(
+    hub: &Hub,
+    registry: &Registry,
+    tool: &PromptTool,
+    args: &Value,
+) -> Result<ToolOutput, ToolError> {
     let (system, prompt) = render(tool, args)?;
-    tool.availability(registry).map_err(ToolError::Unavailable)?;
+    tool.availability(registry)
+        .map_err(ToolError::Unavailable)?;
     let mut messages = Vec::new();
     if let Some(system) = system {
         messages.push(Message::text("system", system));
@@ -400,7 +473,9 @@ pub async fn complete(
 ) -> Result<ToolOutput, ToolError> {
     let call = route::chat(hub, registry, request);
     let answer = match timeout {
-        Some(t) => tokio::time::timeout(t, call).await.map_err(|_| ToolError::Timeout(t))?,
+        Some(t) => tokio::time::timeout(t, call)
+            .await
+            .map_err(|_| ToolError::Timeout(t))?,
         None => call.await,
     }
     .map_err(ToolError::Route)?;
@@ -416,7 +491,9 @@ pub async fn complete(
         text,
         structured: None,
         provider: answer.target.provider,
-        model: body["model"].as_str().map_or(answer.target.model, str::to_string),
+        model: body["model"]
+            .as_str()
+            .map_or(answer.target.model, str::to_string),
         usage: body.get("usage").cloned().unwrap_or(Value::Null),
     })
 }
@@ -460,7 +537,11 @@ pub fn chat_completion_schema() -> &'static (Map<String, Value>, jsonschema::Val
 }
 
 /// Runs `chat_completion`'s arguments through routing.
-pub async fn chat_completion(hub: &Hub, registry: &Registry, args: &Value) -> Result<ToolOutput, ToolError> {
+pub async fn chat_completion(
+    hub: &Hub,
+    registry: &Registry,
+    args: &Value,
+) -> Result<ToolOutput, ToolError> {
     let (_, validator) = chat_completion_schema();
     let mut found = issues(validator, args);
     match (args.get("prompt").is_some(), args.get("messages").is_some()) {
@@ -491,7 +572,13 @@ pub async fn chat_completion(hub: &Hub, registry: &Registry, args: &Value) -> Re
         ));
     }
     let mut extra = Map::new();
-    for key in ["temperature", "max_tokens", "top_p", "stop", "response_format"] {
+    for key in [
+        "temperature",
+        "max_tokens",
+        "top_p",
+        "stop",
+        "response_format",
+    ] {
         if let Some(v) = args.get(key) {
             extra.insert(key.into(), v.clone());
         }

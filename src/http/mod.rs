@@ -27,9 +27,9 @@ use error::route_error_response;
 use crate::adapters::ChatRequest;
 use crate::hub::Hub;
 use crate::mcp::Mcp;
-use tokio_util::sync::CancellationToken;
 use crate::registry::Registry;
 use crate::route::{self, Answer};
+use tokio_util::sync::CancellationToken;
 
 pub const PROVIDER_HEADER: &str = "x-llmhub-provider";
 pub const MODEL_HEADER: &str = "x-llmhub-model";
@@ -324,7 +324,6 @@ fn event(data: &[u8]) -> Bytes {
     buf.put_slice(b"\n\n");
     buf.freeze()
 }
-
 
 async fn list_models(State(hub): State<Arc<Hub>>) -> Response {
     let registry = hub.snapshot();

@@ -30,7 +30,11 @@ pub async fn list(State(hub): State<Arc<Hub>>) -> Response {
     axum::Json(json!({"object": "list", "data": data})).into_response()
 }
 
-pub async fn call(State(hub): State<Arc<Hub>>, Path(name): Path<String>, request: Request) -> Response {
+pub async fn call(
+    State(hub): State<Arc<Hub>>,
+    Path(name): Path<String>,
+    request: Request,
+) -> Response {
     let registry = hub.snapshot();
     let (parts, body) = request.into_parts();
     let bytes = match super::read_body(&registry, &parts.headers, body).await {
@@ -43,8 +47,11 @@ pub async fn call(State(hub): State<Arc<Hub>>, Path(name): Path<String>, request
         match serde_json::from_slice(&bytes) {
             Ok(v) => v,
             Err(e) => {
-                return ApiError::invalid_request("invalid_json", format!("request body is not valid JSON: {e}"))
-                    .into_response();
+                return ApiError::invalid_request(
+                    "invalid_json",
+                    format!("request body is not valid JSON: {e}"),
+                )
+                .into_response();
             }
         }
     };
@@ -97,10 +104,30 @@ fn tool_error_response(e: ToolError) -> Response {
             "invalid_output",
             json!({"issues": issues, "reply": reply}),
         ),
-        ToolError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "api_error", "tool_timeout", json!({})),
-        ToolError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "api_error", "tool_unavailable", json!({})),
-        ToolError::Render(_) => (StatusCode::BAD_REQUEST, "invalid_request_error", "tool_render_failed", json!({})),
-        ToolError::Route(_) => (StatusCode::BAD_GATEWAY, "api_error", "upstream_error", json!({})),
+        ToolError::Timeout(_) => (
+            StatusCode::GATEWAY_TIMEOUT,
+            "api_error",
+            "tool_timeout",
+            json!({}),
+        ),
+        ToolError::Unavailable(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "api_error",
+            "tool_unavailable",
+            json!({}),
+        ),
+        ToolError::Render(_) => (
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "tool_render_failed",
+            json!({}),
+        ),
+        ToolError::Route(_) => (
+            StatusCode::BAD_GATEWAY,
+            "api_error",
+            "upstream_error",
+            json!({}),
+        ),
     };
     let mut body = ApiError::new(status, kind, code, message).body();
     if let Value::Object(extra) = extra {

@@ -24,7 +24,11 @@ fn model_line(p: &Provider, m: &Model) -> String {
         line.push_str(&format!(": {}", facts.join(", ")));
     }
     if !m.capabilities.is_empty() {
-        line.push_str(&format!("{} {}", if facts.is_empty() { ":" } else { ";" }, m.capabilities.join(", ")));
+        line.push_str(&format!(
+            "{} {}",
+            if facts.is_empty() { ":" } else { ";" },
+            m.capabilities.join(", ")
+        ));
     }
     line
 }
@@ -55,7 +59,10 @@ fn chat_description(registry: &Registry) -> String {
     if !registry.groups.is_empty() {
         text.push_str("\n\nGroups (tried in order, first healthy answers):");
         for (name, chain) in &registry.groups {
-            let chain: Vec<String> = chain.iter().map(|t| format!("{}/{}", t.provider, t.model)).collect();
+            let chain: Vec<String> = chain
+                .iter()
+                .map(|t| format!("{}/{}", t.provider, t.model))
+                .collect();
             text.push_str(&format!("\n- {name}: {}", chain.join(", ")));
         }
     }
@@ -72,8 +79,12 @@ pub fn tools(registry: &Registry) -> Vec<Tool> {
         "content": {"type": "string"}, "model": {"type": "string"},
         "provider": {"type": "string"}, "usage": {}}});
     vec![
-        Tool::new("chat_completion", chat_description(registry), std::sync::Arc::new(chat_schema.clone()))
-            .with_raw_output_schema(object(&chat_output)),
+        Tool::new(
+            "chat_completion",
+            chat_description(registry),
+            std::sync::Arc::new(chat_schema.clone()),
+        )
+        .with_raw_output_schema(object(&chat_output)),
         Tool::new(
             "list_models",
             "List the configured models with their provider, limits, costs and capabilities, active or not and why; optionally only one group's chain.",
@@ -83,8 +94,10 @@ pub fn tools(registry: &Registry) -> Vec<Tool> {
         Tool::new(
             "get_model_info",
             "Details of one model address: the provider(s) it resolves to, context and output limits, costs per million tokens, capabilities, whether it is active and its circuit state.",
-            object(&json!({"type": "object", "required": ["model"], "properties": {
-                "model": {"type": "string", "description": "provider/model, a group, a provider or a model id"}}})),
+            object(
+                &json!({"type": "object", "required": ["model"], "properties": {
+                "model": {"type": "string", "description": "provider/model, a group, a provider or a model id"}}}),
+            ),
         ),
         Tool::new(
             "health_check",
@@ -144,7 +157,10 @@ pub fn call(hub: &Hub, registry: &Registry, name: &str, args: &Value) -> Option<
                         .iter()
                         .filter_map(|t| {
                             let p = registry.providers.get(&t.provider)?;
-                            let m = p.model(&t.model).cloned().unwrap_or_else(|| bare_model(&t.model));
+                            let m = p
+                                .model(&t.model)
+                                .cloned()
+                                .unwrap_or_else(|| bare_model(&t.model));
                             Some(model_json(hub, p, &m))
                         })
                         .collect(),
@@ -152,7 +168,11 @@ pub fn call(hub: &Hub, registry: &Registry, name: &str, args: &Value) -> Option<
                         let known: Vec<&String> = registry.groups.keys().collect();
                         return Some(error_result(format!(
                             "unknown group `{group}`; groups: {}",
-                            known.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                            known
+                                .iter()
+                                .map(|s| s.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
                         )));
                     }
                 },
@@ -167,15 +187,22 @@ pub fn call(hub: &Hub, registry: &Registry, name: &str, args: &Value) -> Option<
                 .groups
                 .iter()
                 .map(|(name, chain)| {
-                    let chain: Vec<String> = chain.iter().map(|t| format!("{}/{}", t.provider, t.model)).collect();
+                    let chain: Vec<String> = chain
+                        .iter()
+                        .map(|t| format!("{}/{}", t.provider, t.model))
+                        .collect();
                     (name.clone(), json!(chain))
                 })
                 .collect();
-            json_result(json!({"models": models, "groups": groups, "default_model": registry.settings.default_model}))
+            json_result(
+                json!({"models": models, "groups": groups, "default_model": registry.settings.default_model}),
+            )
         }
         "get_model_info" => {
             let Some(address) = args.get("model").and_then(Value::as_str) else {
-                return Some(error_result("invalid arguments:\n- /model: a model address is required".into()));
+                return Some(error_result(
+                    "invalid arguments:\n- /model: a model address is required".into(),
+                ));
             };
             match crate::route::chain(registry, address) {
                 Ok(chain) => {
@@ -183,7 +210,10 @@ pub fn call(hub: &Hub, registry: &Registry, name: &str, args: &Value) -> Option<
                         .iter()
                         .filter_map(|t| {
                             let p = registry.providers.get(&t.provider)?;
-                            let m = p.model(&t.model).cloned().unwrap_or_else(|| bare_model(&t.model));
+                            let m = p
+                                .model(&t.model)
+                                .cloned()
+                                .unwrap_or_else(|| bare_model(&t.model));
                             Some(model_json(hub, p, &m))
                         })
                         .collect();

@@ -9,10 +9,10 @@ use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, GetPromptRequestParams, GetPromptResponse,
-    GetPromptResult, Implementation, ListPromptsResult, ListToolsResult, PaginatedRequestParams,
-    ProgressNotificationParam, Prompt, PromptArgument, PromptMessage, Role, ServerCapabilities, ServerConfig,
-    SubscriptionFilter, Tool,
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, GetPromptRequestParams,
+    GetPromptResponse, GetPromptResult, Implementation, ListPromptsResult, ListToolsResult,
+    PaginatedRequestParams, ProgressNotificationParam, Prompt, PromptArgument, PromptMessage, Role,
+    ServerCapabilities, ServerConfig, SubscriptionFilter, Tool,
 };
 use rmcp::service::{NotificationContext, RequestContext, SubscriptionContext};
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
@@ -71,9 +71,13 @@ impl Mcp {
 /// A fingerprint of what `tools/list` and `prompts/list` would answer.
 fn signatures(registry: &Registry) -> (u64, u64) {
     let mut t = DefaultHasher::new();
-    serde_json::to_string(&list_tools(registry)).unwrap_or_default().hash(&mut t);
+    serde_json::to_string(&list_tools(registry))
+        .unwrap_or_default()
+        .hash(&mut t);
     let mut p = DefaultHasher::new();
-    serde_json::to_string(&list_prompts(registry)).unwrap_or_default().hash(&mut p);
+    serde_json::to_string(&list_prompts(registry))
+        .unwrap_or_default()
+        .hash(&mut p);
     (t.finish(), p.finish())
 }
 
@@ -100,7 +104,12 @@ async fn follow_reloads(mcp: Arc<Mcp>) {
             sessions.retain(|p| !p.is_transport_closed());
             sessions.clone()
         };
-        tracing::info!(sessions = peers.len(), tools = changed.tools, prompts = changed.prompts, "announcing list changes");
+        tracing::info!(
+            sessions = peers.len(),
+            tools = changed.tools,
+            prompts = changed.prompts,
+            "announcing list changes"
+        );
         for peer in peers {
             if changed.tools {
                 let _ = peer.notify_tool_list_changed().await;
@@ -130,7 +139,11 @@ pub fn list_tools(registry: &Registry) -> Vec<Tool> {
         if tool.availability(registry).is_err() {
             continue;
         }
-        let mut t = Tool::new(tool.name.clone(), tool.description.clone(), tool.input_schema.clone());
+        let mut t = Tool::new(
+            tool.name.clone(),
+            tool.description.clone(),
+            tool.input_schema.clone(),
+        );
         if let Some(schema) = &tool.output_schema {
             t = t.with_raw_output_schema(schema.clone());
         }
@@ -172,14 +185,26 @@ fn tool_failure(e: ToolError) -> CallToolResponse {
         ToolError::InvalidArguments(issues) => {
             let lines: Vec<String> = issues
                 .iter()
-                .map(|i| format!("- {}: {}", if i.path.is_empty() { "(root)" } else { &i.path }, i.message))
+                .map(|i| {
+                    format!(
+                        "- {}: {}",
+                        if i.path.is_empty() { "(root)" } else { &i.path },
+                        i.message
+                    )
+                })
                 .collect();
             format!("invalid arguments:\n{}", lines.join("\n"))
         }
         ToolError::InvalidOutput { reply, issues } => {
             let lines: Vec<String> = issues
                 .iter()
-                .map(|i| format!("- {}: {}", if i.path.is_empty() { "(root)" } else { &i.path }, i.message))
+                .map(|i| {
+                    format!(
+                        "- {}: {}",
+                        if i.path.is_empty() { "(root)" } else { &i.path },
+                        i.message
+                    )
+                })
                 .collect();
             format!(
                 "the model's reply does not match the tool's output schema:\n{}\n\nreply:\n{reply}",
@@ -195,7 +220,9 @@ fn tool_success(out: ToolOutput, structured_tool: bool) -> CallToolResponse {
     let mut result = CallToolResult::success(vec![ContentBlock::text(out.text.clone())]);
     result.structured_content = Some(match out.structured {
         Some(v) if structured_tool => v,
-        _ => json!({"content": out.text, "model": out.model, "provider": out.provider, "usage": out.usage}),
+        _ => {
+            json!({"content": out.text, "model": out.model, "provider": out.provider, "usage": out.usage})
+        }
     });
     result.into()
 }
@@ -203,7 +230,11 @@ fn tool_success(out: ToolOutput, structured_tool: bool) -> CallToolResponse {
 impl Handler {
     /// Runs `work`, sending progress notifications while it lasts when the client asked
     /// for them, and giving up if the client cancels the request.
-    async fn with_progress<F, T>(&self, context: &RequestContext<RoleServer>, work: F) -> Result<T, McpError>
+    async fn with_progress<F, T>(
+        &self,
+        context: &RequestContext<RoleServer>,
+        work: F,
+    ) -> Result<T, McpError>
     where
         F: std::future::Future<Output = T>,
     {
@@ -219,10 +250,11 @@ impl Handler {
             loop {
                 tokio::time::sleep(interval).await;
                 n += 1;
-                let param = ProgressNotificationParam::new(token.clone(), f64::from(n)).with_message(format!(
-                    "waiting for the model ({:.0}s)",
-                    started.elapsed().as_secs_f64()
-                ));
+                let param = ProgressNotificationParam::new(token.clone(), f64::from(n))
+                    .with_message(format!(
+                        "waiting for the model ({:.0}s)",
+                        started.elapsed().as_secs_f64()
+                    ));
                 let _ = peer.notify_progress(param).await;
             }
         };
@@ -269,7 +301,9 @@ impl ServerHandler for Handler {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
-        Ok(ListToolsResult::with_all_items(list_tools(&self.mcp.hub.snapshot())))
+        Ok(ListToolsResult::with_all_items(list_tools(
+            &self.mcp.hub.snapshot(),
+        )))
     }
 
     async fn call_tool(
@@ -311,7 +345,9 @@ impl ServerHandler for Handler {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListPromptsResult, McpError> {
-        Ok(ListPromptsResult::with_all_items(list_prompts(&self.mcp.hub.snapshot())))
+        Ok(ListPromptsResult::with_all_items(list_prompts(
+            &self.mcp.hub.snapshot(),
+        )))
     }
 
     async fn get_prompt(
@@ -321,20 +357,30 @@ impl ServerHandler for Handler {
     ) -> Result<GetPromptResponse, McpError> {
         let registry = self.mcp.hub.snapshot();
         let Some(tool) = registry.tools.get(&request.name) else {
-            return Err(McpError::invalid_params(format!("unknown prompt `{}`", request.name), None));
+            return Err(McpError::invalid_params(
+                format!("unknown prompt `{}`", request.name),
+                None,
+            ));
         };
-        let args = coerce_prompt_arguments(&tool.input_schema, request.arguments.unwrap_or_default());
-        let (system, prompt) = tools::render(tool, &args).map_err(|e| McpError::invalid_params(e.to_string(), None))?;
+        let args =
+            coerce_prompt_arguments(&tool.input_schema, request.arguments.unwrap_or_default());
+        let (system, prompt) = tools::render(tool, &args)
+            .map_err(|e| McpError::invalid_params(e.to_string(), None))?;
         let mut messages = Vec::new();
         if let Some(system) = system {
             // MCP prompt messages have no system role: the instructions go first, as the user's.
             messages.push(PromptMessage::new_text(Role::User, system));
         }
         messages.push(PromptMessage::new_text(Role::User, prompt));
-        Ok(GetPromptResult::new(messages).with_description(tool.description.clone()).into())
+        Ok(GetPromptResult::new(messages)
+            .with_description(tool.description.clone())
+            .into())
     }
 
-    fn accepted_subscription_filter(&self, requested: &SubscriptionFilter) -> Option<SubscriptionFilter> {
+    fn accepted_subscription_filter(
+        &self,
+        requested: &SubscriptionFilter,
+    ) -> Option<SubscriptionFilter> {
         Some(requested.supported_by(&self.get_info().capabilities))
     }
 
@@ -372,9 +418,14 @@ fn coerce_prompt_arguments(schema: &Map<String, Value>, args: Map<String, Value>
     let coerced = args
         .into_iter()
         .map(|(k, v)| {
-            let kind = props.and_then(|p| p.get(&k)).and_then(|s| s.get("type")).and_then(Value::as_str);
+            let kind = props
+                .and_then(|p| p.get(&k))
+                .and_then(|s| s.get("type"))
+                .and_then(Value::as_str);
             let v = match (kind, &v) {
-                (Some("integer" | "number" | "boolean"), Value::String(s)) => serde_json::from_str(s).unwrap_or(v),
+                (Some("integer" | "number" | "boolean"), Value::String(s)) => {
+                    serde_json::from_str(s).unwrap_or(v)
+                }
                 _ => v,
             };
             (k, v)
@@ -393,10 +444,18 @@ pub async fn serve_stdio(hub: Arc<Hub>) -> anyhow::Result<()> {
 
 /// The streamable HTTP service mounted at `[mcp] http_path`: loopback hosts and origins
 /// are allowed, plus those configured.
-pub fn http_service(mcp: Arc<Mcp>, ct: CancellationToken) -> StreamableHttpService<Handler, LocalSessionManager> {
+pub fn http_service(
+    mcp: Arc<Mcp>,
+    ct: CancellationToken,
+) -> StreamableHttpService<Handler, LocalSessionManager> {
     let registry = mcp.hub.snapshot();
     let settings = &registry.settings;
-    let mut hosts: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into(), "[::1]".into()];
+    let mut hosts: Vec<String> = vec![
+        "localhost".into(),
+        "127.0.0.1".into(),
+        "::1".into(),
+        "[::1]".into(),
+    ];
     hosts.extend(settings.mcp_allowed_hosts.iter().cloned());
     let mut origins: Vec<String> = vec![
         "http://localhost:*".into(),
@@ -409,5 +468,9 @@ pub fn http_service(mcp: Arc<Mcp>, ct: CancellationToken) -> StreamableHttpServi
         .with_allowed_origins(origins)
         .with_cancellation_token(ct);
     let handler = mcp.handler();
-    StreamableHttpService::new(move || Ok(handler.clone()), LocalSessionManager::default().into(), config)
+    StreamableHttpService::new(
+        move || Ok(handler.clone()),
+        LocalSessionManager::default().into(),
+        config,
+    )
 }
