@@ -395,7 +395,9 @@ pub fn build(
 
     let resolve = |address: &str| -> Option<String> {
         match registry.resolve(address) {
-            Err(e) if !refers_to_broken(&broken, address) => Some(e.to_string()),
+            Err(e) if !refers_to_broken(&broken, address) && !tree.hub_broken => {
+                Some(e.to_string())
+            }
             _ => None,
         }
     };

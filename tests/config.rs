@@ -305,7 +305,7 @@ fn check_exits_zero_with_a_summary_or_one_with_every_error() {
     assert_eq!(code, 0);
     assert!(
         out.trim_end()
-            .ends_with("ok: 11 providers (2 active), 27 models, 3 groups, 0 tools"),
+            .ends_with("ok: 11 providers (2 active), 27 models, 3 groups, 4 tools"),
         "{out}"
     );
     assert_eq!(out.lines().count(), 1, "{out}");
@@ -381,4 +381,98 @@ fn init_writes_a_starter_config_that_checks_clean_and_never_overwrites() {
     let again = run(&["init".as_ref(), target.as_os_str()]);
     assert_eq!(again.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&again.stderr).contains("exists already; nothing was written"));
+}
+
+#[test]
+fn a_tool_template_reading_an_undeclared_variable_is_reported() {
+    let s = Shipped::new();
+    s.edit(
+        "tools.d/translate.toml",
+        "{{ target_language }}",
+        "{{ target_lang }}",
+    );
+    let err = s.one_error();
+    assert!(
+        err.starts_with("tools.d/translate.toml:4:10: prompt: template reads undeclared variable target_lang; available: target_language, text, tone"),
+        "{err}"
+    );
+    assert!(
+        err.ends_with("(declare it under [input.properties])"),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_invalid_tool_schema_is_reported_at_the_bad_keyword() {
+    let s = Shipped::new();
+    s.edit(
+        "tools.d/summarize.toml",
+        "properties.text = { type = \"string\"",
+        "properties.text = { type = \"strng\"",
+    );
+    let (line, col) = place(&s.read("tools.d/summarize.toml"), "\"strng\"");
+    let err = s.one_error();
+    assert!(
+        err.starts_with(&format!(
+            "tools.d/summarize.toml:{line}:{col}: input.properties.text.type: invalid JSON Schema:"
+        )),
+        "{err}"
+    );
+    let s = Shipped::new();
+    s.edit(
+        "tools.d/extract_entities.toml",
+        "required = [\"entities\"]",
+        "required = \"entities\"",
+    );
+    let err = s.one_error();
+    assert!(
+        err.contains("tools.d/extract_entities.toml:")
+            && err.contains("output.required: invalid JSON Schema"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_tool_naming_an_unknown_model_is_reported() {
+    let s = Shipped::new();
+    s.edit(
+        "tools.d/extract_entities.toml",
+        "model = \"smart\"",
+        "model = \"smrat\"",
+    );
+    let (line, col) = place(&s.read("tools.d/extract_entities.toml"), "\"smrat\"");
+    let err = s.one_error();
+    assert!(
+        err.starts_with(&format!(
+            "tools.d/extract_entities.toml:{line}:{col}: model: model `smrat` does not exist"
+        )),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_tool_without_description_or_prompt_and_with_a_builtin_name_is_reported() {
+    let s = Shipped::new();
+    s.write("tools.d/health_check.toml", "temperature = 3\n");
+    let errors = s.errors().join("\n");
+    assert!(
+        errors.contains(
+            "tools.d/health_check.toml: `health_check` is a built-in tool; rename the file"
+        ),
+        "{errors}"
+    );
+    assert!(
+        errors.contains("tools.d/health_check.toml: missing key `description`"),
+        "{errors}"
+    );
+    assert!(
+        errors.contains("tools.d/health_check.toml: missing key `prompt`"),
+        "{errors}"
+    );
+    assert!(
+        errors.contains(
+            "tools.d/health_check.toml:1:15: temperature: expected a number from 0 to 2, found 3"
+        ),
+        "{errors}"
+    );
 }

@@ -198,6 +198,9 @@ pub struct ConfigTree {
     pub tools: Vec<Parsed<RawTool>>,
     /// Files that exist but could not be parsed; references to them are not reported again.
     pub broken: BTreeSet<String>,
+    /// hub.toml itself could not be parsed: its groups are unknown, so names that may be
+    /// groups are not reported as unknown.
+    pub hub_broken: bool,
     pub dotenv: BTreeMap<String, String>,
     /// Hash of every file read, so an event that changed nothing can be ignored.
     pub fingerprint: u64,
@@ -224,7 +227,9 @@ pub fn load(hub_path: &Path) -> Loaded {
         return Loaded { tree: None, errors };
     }
     // A broken hub.toml is reported, and the other files are still read for their own errors.
-    let hub = parse_file::<RawHub>(hub_path, &mut errors, &mut hasher).unwrap_or_else(|| Parsed {
+    let parsed_hub = parse_file::<RawHub>(hub_path, &mut errors, &mut hasher);
+    let hub_broken = parsed_hub.is_none();
+    let hub = parsed_hub.unwrap_or_else(|| Parsed {
         name: file_stem(hub_path),
         source: SourceFile::empty(hub_path),
         raw: RawHub::default(),
@@ -247,6 +252,7 @@ pub fn load(hub_path: &Path) -> Loaded {
             providers,
             tools,
             broken,
+            hub_broken,
             dotenv,
             fingerprint: hasher.finish(),
         }),
