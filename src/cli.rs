@@ -31,7 +31,11 @@ enum Command {
     /// Serve the OpenAI-compatible API and MCP over HTTP, reloading the files when they change.
     Serve,
     /// Speak MCP on stdin/stdout (for Claude Desktop, Cursor, Claude Code), reloading too.
-    Mcp,
+    Mcp {
+        /// Serve only this `[profiles.NAME]` subset of the tools.
+        #[arg(long)]
+        profile: Option<String>,
+    },
     /// Validate the configuration and print every error.
     Check,
     /// List providers and models, active or not and why.
@@ -48,7 +52,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve => serve(&cli.config),
-        Command::Mcp => mcp(&cli.config),
+        Command::Mcp { profile } => mcp(&cli.config, profile),
         Command::Check => check(&cli.config),
         Command::Models => models(&cli.config),
         Command::Init { dir } => init(&dir),
@@ -131,7 +135,7 @@ fn serve(config: &Path) -> ExitCode {
     })
 }
 
-fn mcp(config: &Path) -> ExitCode {
+fn mcp(config: &Path, profile: Option<String>) -> ExitCode {
     init_logging();
     let hub = match Hub::load(config) {
         Ok(hub) => hub,
@@ -159,7 +163,7 @@ fn mcp(config: &Path) -> ExitCode {
             }
         };
         tracing::info!(config = %config.display(), "llmhub MCP server on stdio");
-        match crate::mcp::serve_stdio(hub).await {
+        match crate::mcp::serve_stdio(hub, profile).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: MCP session ended: {e}");

@@ -42,10 +42,14 @@ pub struct Hub {
     /// The settings the process started with: those that only a restart applies are
     /// compared with each reload's.
     pub started: Settings,
+    /// Profiles at start: each has an HTTP endpoint, so a new one needs a restart.
+    pub started_profiles: Vec<String>,
     pub started_at: Instant,
     pub http: reqwest::Client,
     pub breakers: Breakers,
     pub(crate) events: watch::Sender<ReloadEvent>,
+    /// The backend MCP servers' states, kept current by the MCP side for `/health`.
+    backends_report: Mutex<serde_json::Value>,
 }
 
 impl Hub {
@@ -70,12 +74,14 @@ impl Hub {
         Ok(Arc::new(Hub {
             config_path: config_path.to_path_buf(),
             started: registry.settings.clone(),
+            started_profiles: registry.profiles.keys().cloned().collect(),
             snapshot: ArcSwap::from_pointee(registry),
             status: Mutex::new(ReloadStatus::default()),
             started_at: Instant::now(),
             http,
             breakers: Breakers::default(),
             events,
+            backends_report: Mutex::new(serde_json::Value::Object(Default::default())),
         }))
     }
 
@@ -136,7 +142,15 @@ impl Hub {
             },
             "providers": providers,
             "groups": registry.groups.keys().collect::<Vec<_>>(),
+            "backends": self.backends_report.lock().unwrap_or_else(|e| e.into_inner()).clone(),
         })
+    }
+
+    pub fn set_backends_report(&self, report: serde_json::Value) {
+        *self
+            .backends_report
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = report;
     }
 
     /// Every reload outcome from now on; tests and MCP sessions wait on this.

@@ -110,6 +110,11 @@ fn note_restart_settings(hub: &Hub, next: &registry::Registry) {
         format!("{:?}", now.mcp_allowed_hosts),
     );
     differs(
+        "profiles (their /mcp/NAME endpoints)",
+        format!("{:?}", hub.started_profiles),
+        format!("{:?}", next.profiles.keys().collect::<Vec<_>>()),
+    );
+    differs(
         "mcp.allowed_origins",
         format!("{:?}", was.mcp_allowed_origins),
         format!("{:?}", now.mcp_allowed_origins),

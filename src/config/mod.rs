@@ -28,6 +28,17 @@ pub struct RawHub {
     pub routing: RawRouting,
     pub groups: BTreeMap<String, Vec<String>>,
     pub mcp: RawMcp,
+    pub profiles: BTreeMap<String, RawProfile>,
+}
+
+/// `[profiles.NAME]`: the subset of MCP tools one client is given.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawProfile {
+    /// Globs over backend names: all their tools.
+    pub servers: Vec<String>,
+    /// Globs over exposed tool names (built-in, prompt or backend tools).
+    pub tools: Vec<String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -182,6 +193,32 @@ pub struct RawTool {
     pub output: Option<serde_json::Value>,
 }
 
+/// `servers.d/NAME.toml`: a backend MCP server whose tools llmhub offers under a prefix.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawBackend {
+    /// Streamable HTTP endpoint; or `command` for a child process over stdio.
+    pub url: Option<String>,
+    pub command: Option<String>,
+    pub args: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub auth: Option<RawAuth>,
+    pub timeout_s: Option<f64>,
+    pub include: Vec<String>,
+    pub exclude: Vec<String>,
+    pub prefix: Option<String>,
+    pub enabled: Option<bool>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, tag = "type", rename_all = "lowercase")]
+pub enum RawAuth {
+    /// `Authorization: Bearer <value of env_key>`.
+    Bearer { env_key: String },
+    /// `<name>: <value of env_key>`.
+    Header { name: String, env_key: String },
+}
+
 /// One parsed file: its name (the file stem), its source for error positions, and its content.
 pub struct Parsed<T> {
     pub name: String,
@@ -196,6 +233,7 @@ pub struct ConfigTree {
     pub hub: Parsed<RawHub>,
     pub providers: Vec<Parsed<RawProvider>>,
     pub tools: Vec<Parsed<RawTool>>,
+    pub backends: Vec<Parsed<RawBackend>>,
     /// Files that exist but could not be parsed; references to them are not reported again.
     pub broken: BTreeSet<String>,
     /// hub.toml itself could not be parsed: its groups are unknown, so names that may be
@@ -242,6 +280,12 @@ pub fn load(hub_path: &Path) -> Loaded {
         &mut hasher,
     );
     let tools = parse_dir::<RawTool>(&dir.join(TOOLS_DIR), &mut errors, &mut broken, &mut hasher);
+    let backends = parse_dir::<RawBackend>(
+        &dir.join(SERVERS_DIR),
+        &mut errors,
+        &mut broken,
+        &mut hasher,
+    );
     let dotenv = read_dotenv(&dir.join(DOTENV), &mut errors, &mut hasher);
 
     Loaded {
@@ -251,6 +295,7 @@ pub fn load(hub_path: &Path) -> Loaded {
             hub,
             providers,
             tools,
+            backends,
             broken,
             hub_broken,
             dotenv,

@@ -44,9 +44,18 @@ pub fn router(hub: Arc<Hub>, mcp: Arc<Mcp>, mcp_cancel: CancellationToken) -> Ro
         .route("/v1/tools", get(tools::list))
         .route("/v1/tools/{name}", post(tools::call))
         .route_layer(keyed.clone());
-    let mcp_routes = Router::new()
-        .nest_service(&mcp_path, crate::mcp::http_service(mcp, mcp_cancel))
-        .layer(keyed);
+    let mut mcp_routes = Router::new().nest_service(
+        &mcp_path,
+        crate::mcp::http_service(mcp.clone(), None, mcp_cancel.clone()),
+    );
+    // Profiles present at start get their own endpoint; one added later needs a restart.
+    for name in hub.snapshot().profiles.keys() {
+        mcp_routes = mcp_routes.nest_service(
+            &format!("{mcp_path}/{name}"),
+            crate::mcp::http_service(mcp.clone(), Some(name.clone()), mcp_cancel.clone()),
+        );
+    }
+    let mcp_routes = mcp_routes.layer(keyed);
     Router::new()
         .merge(api)
         .merge(mcp_routes)
@@ -72,9 +81,11 @@ pub async fn serve(
     let cancel = CancellationToken::new();
     let on_shutdown = {
         let cancel = cancel.clone();
+        let mcp = mcp.clone();
         async move {
             shutdown.await;
             cancel.cancel();
+            mcp.backends.stop();
         }
     };
     axum::serve(listener, router(hub, mcp, cancel))

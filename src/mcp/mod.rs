@@ -2,6 +2,7 @@
 //! runtime): built-in tools, prompt tools and prompts, list_changed after reloads, and
 //! the stdio and streamable HTTP transports.
 
+pub mod backends;
 mod builtin;
 
 use std::collections::hash_map::DefaultHasher;
@@ -23,8 +24,10 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::hub::{Hub, ReloadEvent};
-use crate::registry::Registry;
+use crate::registry::{Profile, Registry};
 use crate::tools::{self, ToolError, ToolOutput};
+use backends::Backends;
+use std::collections::BTreeSet;
 
 /// What changed for clients after a reload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,74 +36,144 @@ pub struct Changed {
     pub prompts: bool,
 }
 
-/// Per process: the hub, the connected sessions to notify, and the change feed for
-/// `subscriptions/listen` (2026-07-28 clients, which have no session).
+/// Per process: the hub, the backends, the connected sessions to notify, and the
+/// change feed for `subscriptions/listen` (2026-07-28 clients, which have no session).
 pub struct Mcp {
     hub: Arc<Hub>,
+    pub backends: Backends,
     sessions: Mutex<Vec<Peer<RoleServer>>>,
     changes: broadcast::Sender<Changed>,
+    last: Mutex<(u64, u64)>,
 }
 
 impl Mcp {
-    /// Creates the MCP side of a hub and starts following its reloads.
+    /// Creates the MCP side of a hub, connects its backends, and follows reloads.
     pub fn start(hub: Arc<Hub>) -> Arc<Mcp> {
         let (changes, _) = broadcast::channel(16);
         let mcp = Arc::new(Mcp {
             hub,
+            backends: Backends::default(),
             sessions: Mutex::new(Vec::new()),
             changes,
+            last: Mutex::new((0, 0)),
         });
-        tokio::spawn(follow_reloads(mcp.clone()));
+        let registry = mcp.hub.snapshot();
+        *lock(&mcp.last) = mcp.signatures(&registry);
+        mcp.backends.sync(&registry);
+        tokio::spawn(follow(mcp.clone()));
         mcp
     }
 
-    pub fn handler(self: &Arc<Self>) -> Handler {
-        Handler { mcp: self.clone() }
-    }
-
-    /// Every change announced to clients from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<Changed> {
-        self.changes.subscribe()
-    }
-
-    fn sessions(&self) -> std::sync::MutexGuard<'_, Vec<Peer<RoleServer>>> {
-        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-/// A fingerprint of what `tools/list` and `prompts/list` would answer.
-fn signatures(registry: &Registry) -> (u64, u64) {
-    let mut t = DefaultHasher::new();
-    serde_json::to_string(&list_tools(registry))
-        .unwrap_or_default()
-        .hash(&mut t);
-    let mut p = DefaultHasher::new();
-    serde_json::to_string(&list_prompts(registry))
-        .unwrap_or_default()
-        .hash(&mut p);
-    (t.finish(), p.finish())
-}
-
-/// After each applied reload, tells connected clients what changed.
-async fn follow_reloads(mcp: Arc<Mcp>) {
-    let mut events = mcp.hub.subscribe();
-    let mut last = signatures(&mcp.hub.snapshot());
-    while events.changed().await.is_ok() {
-        let applied = matches!(*events.borrow_and_update(), ReloadEvent::Applied { .. });
-        if !applied {
-            continue;
+    /// A handler serving everything, or only a profile's subset.
+    pub fn handler(self: &Arc<Self>, profile: Option<String>) -> Handler {
+        Handler {
+            mcp: self.clone(),
+            profile,
         }
-        let now = signatures(&mcp.hub.snapshot());
-        let changed = Changed {
-            tools: now.0 != last.0,
-            prompts: now.1 != last.1,
+    }
+
+    /// Names llmhub's own tools take (built-in and every configured prompt tool).
+    fn own_names(registry: &Registry) -> BTreeSet<String> {
+        tools::BUILTIN_NAMES
+            .iter()
+            .map(|s| s.to_string())
+            .chain(registry.tools.keys().cloned())
+            .collect()
+    }
+
+    /// The tools a client sees: built-ins, offered prompt tools, then backend tools;
+    /// with a profile, only what it allows.
+    pub fn tools(&self, registry: &Registry, profile: Option<&Profile>) -> Vec<Tool> {
+        let mut out = list_tools(registry);
+        let (backend, _) = self.backends.tools(
+            &registry.settings.mcp_tool_separator,
+            &Self::own_names(registry),
+        );
+        for e in backend {
+            let mut tool = e.item;
+            tool.name = e.name.into();
+            out.push(tool);
+        }
+        if let Some(p) = profile {
+            out.retain(|t| p.allows(self.backend_of(registry, &t.name).as_deref(), &t.name));
+        }
+        out
+    }
+
+    pub fn prompts(&self, registry: &Registry, profile: Option<&Profile>) -> Vec<Prompt> {
+        let mut out = list_prompts(registry);
+        let (backend, _) = self.backends.prompts(
+            &registry.settings.mcp_tool_separator,
+            &Self::own_names(registry),
+        );
+        for e in backend {
+            let mut prompt = e.item;
+            prompt.name = e.name;
+            out.push(prompt);
+        }
+        if let Some(p) = profile {
+            out.retain(|t| p.allows(self.backend_of(registry, &t.name).as_deref(), &t.name));
+        }
+        out
+    }
+
+    fn backend_of(&self, registry: &Registry, exposed: &str) -> Option<String> {
+        let (tools, _) = self.backends.tools(
+            &registry.settings.mcp_tool_separator,
+            &Self::own_names(registry),
+        );
+        if let Some(e) = tools.into_iter().find(|e| e.name == exposed) {
+            return Some(e.backend);
+        }
+        let (prompts, _) = self.backends.prompts(
+            &registry.settings.mcp_tool_separator,
+            &Self::own_names(registry),
+        );
+        prompts
+            .into_iter()
+            .find(|e| e.name == exposed)
+            .map(|e| e.backend)
+    }
+
+    /// A fingerprint of what `tools/list` and `prompts/list` would answer.
+    fn signatures(&self, registry: &Registry) -> (u64, u64) {
+        let mut t = DefaultHasher::new();
+        serde_json::to_string(&self.tools(registry, None))
+            .unwrap_or_default()
+            .hash(&mut t);
+        let mut p = DefaultHasher::new();
+        serde_json::to_string(&self.prompts(registry, None))
+            .unwrap_or_default()
+            .hash(&mut p);
+        (t.finish(), p.finish())
+    }
+
+    /// Tells connected clients what changed since the last announcement, if anything.
+    async fn announce(&self) {
+        let registry = self.hub.snapshot();
+        let separator = registry.settings.mcp_tool_separator.clone();
+        let own = Self::own_names(&registry);
+        let (_, problems) = self.backends.tools(&separator, &own);
+        for p in &problems {
+            tracing::warn!("{p}");
+        }
+        self.hub
+            .set_backends_report(self.backends.health(&separator, &own));
+        let now = self.signatures(&registry);
+        let changed = {
+            let mut last = lock(&self.last);
+            let c = Changed {
+                tools: now.0 != last.0,
+                prompts: now.1 != last.1,
+            };
+            *last = now;
+            c
         };
-        last = now;
         if !changed.tools && !changed.prompts {
-            continue;
+            return;
         }
         let peers: Vec<Peer<RoleServer>> = {
-            let mut sessions = mcp.sessions();
+            let mut sessions = self.sessions();
             sessions.retain(|p| !p.is_transport_closed());
             sessions.clone()
         };
@@ -118,7 +191,41 @@ async fn follow_reloads(mcp: Arc<Mcp>) {
                 let _ = peer.notify_prompt_list_changed().await;
             }
         }
-        let _ = mcp.changes.send(changed);
+        let _ = self.changes.send(changed);
+    }
+
+    /// Every change announced to clients from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Changed> {
+        self.changes.subscribe()
+    }
+
+    fn sessions(&self) -> std::sync::MutexGuard<'_, Vec<Peer<RoleServer>>> {
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Reconnects backends after each applied reload and announces every change, whether
+/// it came from a reload or from a backend.
+async fn follow(mcp: Arc<Mcp>) {
+    let mut events = mcp.hub.subscribe();
+    loop {
+        tokio::select! {
+            changed = events.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let applied = matches!(*events.borrow_and_update(), ReloadEvent::Applied { .. });
+                if applied {
+                    mcp.backends.sync(&mcp.hub.snapshot());
+                    mcp.announce().await;
+                }
+            }
+            () = mcp.backends.changed.notified() => mcp.announce().await,
+        }
     }
 }
 
@@ -126,13 +233,14 @@ async fn follow_reloads(mcp: Arc<Mcp>) {
 #[derive(Clone)]
 pub struct Handler {
     mcp: Arc<Mcp>,
+    profile: Option<String>,
 }
 
 fn object(v: &Value) -> Arc<Map<String, Value>> {
     Arc::new(v.as_object().cloned().unwrap_or_default())
 }
 
-/// The tools a client sees: the built-ins, then every prompt tool whose model chain has an active provider.
+/// llmhub's own tools: the built-ins, then every prompt tool whose model chain has an active provider.
 pub fn list_tools(registry: &Registry) -> Vec<Tool> {
     let mut out = builtin::tools(registry);
     for tool in registry.tools.values() {
@@ -153,7 +261,7 @@ pub fn list_tools(registry: &Registry) -> Vec<Tool> {
 }
 
 /// Each offered prompt tool is also an MCP prompt.
-pub fn list_prompts(registry: &Registry) -> Vec<Prompt> {
+fn list_prompts(registry: &Registry) -> Vec<Prompt> {
     registry
         .tools
         .values()
@@ -228,6 +336,16 @@ fn tool_success(out: ToolOutput, structured_tool: bool) -> CallToolResponse {
 }
 
 impl Handler {
+    /// The profile this handler serves, from the current snapshot; `Err` if it was removed.
+    fn profile<'r>(&self, registry: &'r Registry) -> Result<Option<&'r Profile>, McpError> {
+        match &self.profile {
+            None => Ok(None),
+            Some(name) => registry.profiles.get(name).map(Some).ok_or_else(|| {
+                McpError::invalid_params(format!("profile `{name}` is no longer configured"), None)
+            }),
+        }
+    }
+
     /// Runs `work`, sending progress notifications while it lasts when the client asked
     /// for them, and giving up if the client cancels the request.
     async fn with_progress<F, T>(
@@ -314,6 +432,28 @@ impl ServerHandler for Handler {
         let registry = self.mcp.hub.snapshot();
         let args = Value::Object(request.arguments.clone().unwrap_or_default());
         let name = request.name.as_ref();
+        let unknown = || {
+            McpError::invalid_params(
+                format!("unknown tool `{name}`; tools/list names the available ones"),
+                None,
+            )
+        };
+        if let Some(profile) = self.profile(&registry)?
+            && !profile.allows(self.mcp.backend_of(&registry, name).as_deref(), name)
+        {
+            return Err(unknown());
+        }
+        let (backend_tools, _) = self.mcp.backends.tools(
+            &registry.settings.mcp_tool_separator,
+            &Mcp::own_names(&registry),
+        );
+        if let Some(exposed) = backend_tools.iter().find(|e| e.name == name) {
+            let call = self
+                .mcp
+                .backends
+                .call_tool(exposed, request.arguments.clone());
+            return Ok(self.with_progress(&context, call).await?.into());
+        }
         if let Some(response) = builtin::call(&self.mcp.hub, &registry, name, &args) {
             return Ok(response);
         }
@@ -325,10 +465,7 @@ impl ServerHandler for Handler {
             });
         }
         let Some(tool) = registry.tools.get(name).cloned() else {
-            return Err(McpError::invalid_params(
-                format!("unknown tool `{name}`; tools/list names the available ones"),
-                None,
-            ));
+            return Err(unknown());
         };
         if let Err(why) = tool.availability(&registry) {
             return Ok(tool_error(format!("tool `{name}` is not available: {why}")));
@@ -435,10 +572,20 @@ fn coerce_prompt_arguments(schema: &Map<String, Value>, args: Map<String, Value>
 }
 
 /// MCP over stdio until the client closes it; logs go to stderr.
-pub async fn serve_stdio(hub: Arc<Hub>) -> anyhow::Result<()> {
+pub async fn serve_stdio(hub: Arc<Hub>, profile: Option<String>) -> anyhow::Result<()> {
+    if let Some(name) = &profile
+        && !hub.snapshot().profiles.contains_key(name)
+    {
+        let known: Vec<String> = hub.snapshot().profiles.keys().cloned().collect();
+        anyhow::bail!(
+            "no profile `{name}` in [profiles]; profiles: {}",
+            known.join(", ")
+        );
+    }
     let mcp = Mcp::start(hub);
-    let service = mcp.handler().serve(rmcp::transport::stdio()).await?;
+    let service = mcp.handler(profile).serve(rmcp::transport::stdio()).await?;
     service.waiting().await?;
+    mcp.backends.stop();
     Ok(())
 }
 
@@ -446,6 +593,7 @@ pub async fn serve_stdio(hub: Arc<Hub>) -> anyhow::Result<()> {
 /// are allowed, plus those configured.
 pub fn http_service(
     mcp: Arc<Mcp>,
+    profile: Option<String>,
     ct: CancellationToken,
 ) -> StreamableHttpService<Handler, LocalSessionManager> {
     let registry = mcp.hub.snapshot();
@@ -467,7 +615,7 @@ pub fn http_service(
         .with_allowed_hosts(hosts)
         .with_allowed_origins(origins)
         .with_cancellation_token(ct);
-    let handler = mcp.handler();
+    let handler = mcp.handler(profile);
     StreamableHttpService::new(
         move || Ok(handler.clone()),
         LocalSessionManager::default().into(),

@@ -17,6 +17,9 @@ use crate::config::{
 };
 use crate::template::Template;
 
+pub mod backends;
+pub use backends::{Backend, Profile};
+
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 4 * 1024 * 1024;
 pub const DEFAULT_TIMEOUT_S: f64 = 60.0;
@@ -201,6 +204,8 @@ pub struct Registry {
     /// Model id or alias → every provider that lists it.
     bare: HashMap<String, Vec<Target>>,
     pub tools: BTreeMap<String, Arc<crate::tools::PromptTool>>,
+    pub backends: BTreeMap<String, Backend>,
+    pub profiles: BTreeMap<String, Profile>,
 }
 
 impl Registry {
@@ -343,7 +348,33 @@ pub fn build(
         groups: BTreeMap::new(),
         bare,
         tools: BTreeMap::new(),
+        backends: BTreeMap::new(),
+        profiles: backends::build_profiles(&hub.raw.profiles, &hub.source, &mut errors),
     };
+    for parsed in &tree.backends {
+        if let Some(b) = backends::build_backend(parsed, &lookup, &mut errors) {
+            registry.backends.insert(b.name.clone(), b);
+        }
+    }
+    let mut prefixes: BTreeMap<&str, &str> = BTreeMap::new();
+    for b in registry.backends.values() {
+        if let Some(other) = prefixes.insert(&b.prefix, &b.name) {
+            let src = tree
+                .backends
+                .iter()
+                .find(|p| p.name == b.name)
+                .map(|p| &p.source);
+            if let Some(src) = src {
+                errors.push(src.error_at(
+                    &[],
+                    format!(
+                        "prefix `{}` is also the prefix of backend `{other}`; give one a `prefix`",
+                        b.prefix
+                    ),
+                ));
+            }
+        }
+    }
 
     let mut groups = BTreeMap::new();
     for (name, entries) in &hub.raw.groups {
@@ -422,7 +453,7 @@ fn refers_to_broken(broken: &BTreeSet<String>, address: &str) -> bool {
     broken.contains(first)
 }
 
-fn positive_duration(
+pub(crate) fn positive_duration(
     source: &SourceFile,
     key: &[&str],
     value: f64,
@@ -439,7 +470,7 @@ fn positive_duration(
     }
 }
 
-fn valid_env_name(name: &str) -> bool {
+pub(crate) fn valid_env_name(name: &str) -> bool {
     !name.is_empty()
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
         && !name.starts_with(|c: char| c.is_ascii_digit())

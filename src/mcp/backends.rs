@@ -1,0 +1,505 @@
+//! Backend MCP servers (servers.d): one supervisor task per backend connects to it as an
+//! MCP client (child process or streamable HTTP), keeps its tool and prompt lists,
+//! reconnects with capped exponential backoff, and routes calls back by original name.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use rmcp::model::{
+    CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig, ContentBlock,
+    GetPromptRequestParams, GetPromptResult, Implementation, Prompt, ProtocolVersion, Tool,
+};
+use rmcp::service::NotificationContext;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::transport::{ConfigureCommandExt, StreamableHttpClientTransport, TokioChildProcess};
+use rmcp::{ClientHandler, Peer, RoleClient, ServiceExt};
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::registry::{Backend, Registry, Status, backends::Transport};
+
+/// First wait before reconnecting; doubles (with jitter) per failure up to [`MAX_BACKOFF`].
+const MIN_BACKOFF: Duration = Duration::from_millis(250);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+fn backoff() -> impl Iterator<Item = Duration> {
+    use backon::BackoffBuilder;
+    backon::ExponentialBuilder::new()
+        .with_min_delay(MIN_BACKOFF)
+        .with_max_delay(MAX_BACKOFF)
+        .with_factor(2.0)
+        .without_max_times()
+        .with_jitter()
+        .build()
+}
+
+/// A backend tool or prompt as clients see it.
+#[derive(Debug, Clone)]
+pub struct Exposed<T> {
+    pub name: String,
+    pub backend: String,
+    pub original: String,
+    pub item: T,
+}
+
+/// Where a backend stands, as `/health` and `health_check` show it.
+#[derive(Debug, Clone, PartialEq)]
+enum Phase {
+    Inactive(String),
+    Connecting,
+    Connected,
+    Down(String),
+}
+
+struct Live {
+    phase: Phase,
+    peer: Option<Peer<RoleClient>>,
+    tools: Vec<Tool>,
+    prompts: Vec<Prompt>,
+    connects: u32,
+}
+
+struct State {
+    spec: Mutex<Backend>,
+    live: Mutex<Live>,
+    cancel: CancellationToken,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Every backend's state, outside the snapshot: a reload only reconnects what changed.
+pub struct Backends {
+    states: Mutex<BTreeMap<String, Arc<State>>>,
+    /// Wakes the MCP side to recompute and announce the lists.
+    pub changed: Arc<Notify>,
+}
+
+impl Default for Backends {
+    fn default() -> Self {
+        Self {
+            states: Mutex::new(BTreeMap::new()),
+            changed: Arc::new(Notify::new()),
+        }
+    }
+}
+
+impl Backends {
+    /// Connects new backends, reconnects changed ones, stops removed ones; the others'
+    /// sessions are untouched (their filters and timeout update in place).
+    pub fn sync(&self, registry: &Registry) {
+        let mut states = lock(&self.states);
+        let wanted: BTreeSet<&String> = registry.backends.keys().collect();
+        states.retain(|name, state| {
+            let keep = wanted.contains(name);
+            if !keep {
+                tracing::info!(backend = %name, "backend removed; disconnecting");
+                state.cancel.cancel();
+            }
+            keep
+        });
+        for spec in registry.backends.values() {
+            if let Some(state) = states.get(&spec.name) {
+                let same = {
+                    let old = lock(&state.spec);
+                    old.fingerprint == spec.fingerprint && old.status == spec.status
+                };
+                if same {
+                    *lock(&state.spec) = spec.clone();
+                    continue;
+                }
+                tracing::info!(backend = %spec.name, "backend changed; reconnecting");
+                state.cancel.cancel();
+            }
+            let phase = match &spec.status {
+                Status::Active => Phase::Connecting,
+                Status::Inactive(why) => Phase::Inactive(why.clone()),
+            };
+            let state = Arc::new(State {
+                spec: Mutex::new(spec.clone()),
+                live: Mutex::new(Live {
+                    phase,
+                    peer: None,
+                    tools: Vec::new(),
+                    prompts: Vec::new(),
+                    connects: 0,
+                }),
+                cancel: CancellationToken::new(),
+            });
+            if spec.status == Status::Active {
+                tokio::spawn(supervise(state.clone(), self.changed.clone()));
+            }
+            states.insert(spec.name.clone(), state);
+        }
+        self.changed.notify_one();
+    }
+
+    fn snapshot(&self) -> Vec<(String, Arc<State>)> {
+        lock(&self.states)
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    /// The backend tools to offer, named `<prefix><separator><tool>`, and the reasons
+    /// for any left out (a name outside `^[a-zA-Z0-9_-]{1,64}$`, or a collision).
+    pub fn tools(
+        &self,
+        separator: &str,
+        taken: &BTreeSet<String>,
+    ) -> (Vec<Exposed<Tool>>, Vec<String>) {
+        self.expose(separator, taken, |live| {
+            live.tools
+                .iter()
+                .map(|t| (t.name.to_string(), t.clone()))
+                .collect()
+        })
+    }
+
+    pub fn prompts(
+        &self,
+        separator: &str,
+        taken: &BTreeSet<String>,
+    ) -> (Vec<Exposed<Prompt>>, Vec<String>) {
+        self.expose(separator, taken, |live| {
+            live.prompts
+                .iter()
+                .map(|p| (p.name.clone(), p.clone()))
+                .collect()
+        })
+    }
+
+    fn expose<T: Clone>(
+        &self,
+        separator: &str,
+        taken: &BTreeSet<String>,
+        items: impl Fn(&Live) -> Vec<(String, T)>,
+    ) -> (Vec<Exposed<T>>, Vec<String>) {
+        let mut out: Vec<Exposed<T>> = Vec::new();
+        let mut problems = Vec::new();
+        let mut seen: BTreeMap<String, String> = BTreeMap::new();
+        for (name, state) in self.snapshot() {
+            let spec = lock(&state.spec).clone();
+            let live = lock(&state.live);
+            if live.phase != Phase::Connected {
+                continue;
+            }
+            for (original, item) in items(&live) {
+                if !spec.wants(&original) {
+                    continue;
+                }
+                let exposed = format!("{}{separator}{original}", spec.prefix);
+                if !valid_name(&exposed) {
+                    problems.push(format!(
+                        "{name}: `{original}` left out: `{exposed}` is not 1 to 64 of a-z, A-Z, 0-9, '_' and '-'"
+                    ));
+                    continue;
+                }
+                if taken.contains(&exposed) {
+                    problems.push(format!("{name}: `{original}` left out: `{exposed}` is the name of one of llmhub's own tools"));
+                    continue;
+                }
+                if let Some(first) = seen.get(&exposed) {
+                    problems.push(format!("{name}: `{original}` left out: `{exposed}` is already offered by backend {first}"));
+                    continue;
+                }
+                seen.insert(exposed.clone(), name.clone());
+                out.push(Exposed {
+                    name: exposed,
+                    backend: name.clone(),
+                    original,
+                    item,
+                });
+            }
+        }
+        (out, problems)
+    }
+
+    fn peer(&self, backend: &str) -> Result<(Peer<RoleClient>, Duration), String> {
+        let state = lock(&self.states)
+            .get(backend)
+            .cloned()
+            .ok_or_else(|| format!("backend {backend} is not configured"))?;
+        let timeout = lock(&state.spec).timeout;
+        let live = lock(&state.live);
+        match (&live.peer, &live.phase) {
+            (Some(peer), Phase::Connected) => Ok((peer.clone(), timeout)),
+            (_, Phase::Down(why) | Phase::Inactive(why)) => {
+                Err(format!("backend {backend} is not connected: {why}"))
+            }
+            _ => Err(format!("backend {backend} is still connecting")),
+        }
+    }
+
+    /// Calls a backend tool by its original name; the result comes back unchanged.
+    /// Failures the calling model should see (down, timeout) are `isError` results.
+    pub async fn call_tool(
+        &self,
+        exposed: &Exposed<Tool>,
+        arguments: Option<serde_json::Map<String, Value>>,
+    ) -> CallToolResult {
+        let error = |m: String| CallToolResult::error(vec![ContentBlock::text(m)]);
+        let (peer, timeout) = match self.peer(&exposed.backend) {
+            Ok(p) => p,
+            Err(why) => return error(why),
+        };
+        let mut params = CallToolRequestParams::new(exposed.original.clone());
+        params.arguments = arguments;
+        match tokio::time::timeout(timeout, peer.call_tool(params)).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(e)) => error(format!("backend {} failed the call: {e}", exposed.backend)),
+            Err(_) => error(format!(
+                "backend {} did not answer `{}` within {}s (timeout_s)",
+                exposed.backend,
+                exposed.original,
+                timeout.as_secs_f64()
+            )),
+        }
+    }
+
+    pub async fn get_prompt(
+        &self,
+        exposed: &Exposed<Prompt>,
+        arguments: Option<serde_json::Map<String, Value>>,
+    ) -> Result<GetPromptResult, String> {
+        let (peer, timeout) = self.peer(&exposed.backend)?;
+        let mut params = GetPromptRequestParams::new(exposed.original.clone());
+        params.arguments = arguments;
+        match tokio::time::timeout(timeout, peer.get_prompt(params)).await {
+            Ok(Ok(result)) => Ok(result),
+            Ok(Err(e)) => Err(format!("backend {}: {e}", exposed.backend)),
+            Err(_) => Err(format!(
+                "backend {} did not answer within {}s",
+                exposed.backend,
+                timeout.as_secs_f64()
+            )),
+        }
+    }
+
+    /// Each backend's state for `/health`.
+    pub fn health(&self, separator: &str, taken: &BTreeSet<String>) -> Value {
+        let (_, problems) = self.tools(separator, taken);
+        let mut out = serde_json::Map::new();
+        for (name, state) in self.snapshot() {
+            let spec = lock(&state.spec).clone();
+            let live = lock(&state.live);
+            let (status, reason) = match &live.phase {
+                Phase::Inactive(why) => ("inactive", Some(why.clone())),
+                Phase::Connecting => ("connecting", None),
+                Phase::Connected => ("connected", None),
+                Phase::Down(why) => ("down", Some(why.clone())),
+            };
+            let left_out: Vec<&String> = problems
+                .iter()
+                .filter(|p| p.starts_with(&format!("{name}: ")))
+                .collect();
+            out.insert(
+                name.clone(),
+                json!({
+                    "status": status,
+                    "reason": reason,
+                    "transport": match spec.transport { Transport::Http { .. } => "http", Transport::Stdio { .. } => "stdio" },
+                    "prefix": spec.prefix,
+                    "tools": live.tools.iter().filter(|t| spec.wants(&t.name)).count(),
+                    "prompts": live.prompts.len(),
+                    "connects": live.connects,
+                    "left_out": left_out,
+                }),
+            );
+        }
+        Value::Object(out)
+    }
+
+    /// Stops every backend (on shutdown).
+    pub fn stop(&self) {
+        for (_, state) in self.snapshot() {
+            state.cancel.cancel();
+        }
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// The client side llmhub shows a backend: it hears the backend's list changes.
+#[derive(Clone)]
+struct BackendClient {
+    lists_changed: Arc<Notify>,
+}
+
+impl ClientHandler for BackendClient {
+    fn get_info(&self) -> ClientConfig {
+        ClientConfig::new(
+            ClientCapabilities::default(),
+            Implementation::new("llmhub", env!("CARGO_PKG_VERSION")),
+        )
+        .with_protocol_version(ProtocolVersion::LATEST_WITH_INITIALIZE)
+    }
+
+    async fn on_tool_list_changed(&self, _: NotificationContext<RoleClient>) {
+        self.lists_changed.notify_one();
+    }
+
+    async fn on_prompt_list_changed(&self, _: NotificationContext<RoleClient>) {
+        self.lists_changed.notify_one();
+    }
+}
+
+type Session = rmcp::service::RunningService<RoleClient, BackendClient>;
+
+async fn connect(spec: &Backend, client: BackendClient) -> Result<Session, String> {
+    let connecting = async {
+        match &spec.transport {
+            Transport::Http { url } => {
+                let mut config = StreamableHttpClientTransportConfig::with_uri(url.clone());
+                if let Some((name, value)) = &spec.auth {
+                    if name == reqwest::header::AUTHORIZATION {
+                        let token = value
+                            .expose()
+                            .strip_prefix("Bearer ")
+                            .unwrap_or(value.expose());
+                        config = config.auth_header(token.to_string());
+                    } else if let Ok(v) = reqwest::header::HeaderValue::from_str(value.expose()) {
+                        config = config.custom_headers([(name.clone(), v)].into_iter().collect());
+                    }
+                }
+                client
+                    .serve(StreamableHttpClientTransport::from_config(config))
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            Transport::Stdio { command, args, env } => {
+                let cmd = tokio::process::Command::new(command).configure(|c| {
+                    c.args(args).envs(env).kill_on_drop(true);
+                });
+                let transport = TokioChildProcess::new(cmd)
+                    .map_err(|e| format!("cannot start `{command}`: {e}"))?;
+                client.serve(transport).await.map_err(|e| e.to_string())
+            }
+        }
+    };
+    tokio::time::timeout(spec.timeout, connecting)
+        .await
+        .map_err(|_| format!("no MCP handshake within {}s", spec.timeout.as_secs_f64()))?
+}
+
+/// Reads a connected backend's tools and (if it has them) prompts.
+async fn refresh(state: &State, peer: &Peer<RoleClient>) -> Result<(), String> {
+    let tools = peer
+        .list_all_tools()
+        .await
+        .map_err(|e| format!("tools/list failed: {e}"))?;
+    let has_prompts = peer
+        .peer_info()
+        .is_some_and(|info| info.capabilities.prompts.is_some());
+    let prompts = if has_prompts {
+        peer.list_all_prompts().await.unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    let mut live = lock(&state.live);
+    live.tools = tools;
+    live.prompts = prompts;
+    Ok(())
+}
+
+fn set_phase(state: &State, phase: Phase, peer: Option<Peer<RoleClient>>) {
+    let mut live = lock(&state.live);
+    if phase != Phase::Connected {
+        live.tools.clear();
+        live.prompts.clear();
+    }
+    live.phase = phase;
+    live.peer = peer;
+}
+
+/// Keeps one backend connected until its state is cancelled.
+async fn supervise(state: Arc<State>, announce: Arc<Notify>) {
+    let mut delays = backoff();
+    loop {
+        let spec = lock(&state.spec).clone();
+        let lists_changed = Arc::new(Notify::new());
+        let client = BackendClient {
+            lists_changed: lists_changed.clone(),
+        };
+        let outcome = tokio::select! {
+            () = state.cancel.cancelled() => return,
+            r = connect(&spec, client) => r,
+        };
+        let why = match outcome {
+            Ok(session) => {
+                let peer = session.peer().clone();
+                match refresh(&state, &peer).await {
+                    Ok(()) => {
+                        delays = backoff();
+                        lock(&state.live).connects += 1;
+                        set_phase(&state, Phase::Connected, Some(peer.clone()));
+                        tracing::info!(backend = %spec.name, tools = lock(&state.live).tools.len(), "backend connected");
+                        announce.notify_one();
+                        run_session(&state, session, &peer, &lists_changed, &announce).await
+                    }
+                    Err(e) => e,
+                }
+            }
+            Err(e) => e,
+        };
+        if state.cancel.is_cancelled() {
+            return;
+        }
+        let was_connected = lock(&state.live).phase == Phase::Connected;
+        set_phase(&state, Phase::Down(why.clone()), None);
+        if was_connected {
+            announce.notify_one();
+        }
+        let backoff = delays.next().unwrap_or(MAX_BACKOFF);
+        tracing::warn!(backend = %spec.name, reason = %why, retry_in_ms = backoff.as_millis() as u64, "backend unavailable");
+        tokio::select! {
+            () = state.cancel.cancelled() => return,
+            () = tokio::time::sleep(backoff) => {}
+        }
+    }
+}
+
+/// Serves one live session until it ends; returns why it ended.
+async fn run_session(
+    state: &State,
+    session: Session,
+    peer: &Peer<RoleClient>,
+    lists_changed: &Notify,
+    announce: &Notify,
+) -> String {
+    let stop = session.cancellation_token();
+    let waiting = session.waiting();
+    tokio::pin!(waiting);
+    loop {
+        tokio::select! {
+            () = state.cancel.cancelled() => {
+                stop.cancel();
+                let _ = waiting.await;
+                return "stopped".into();
+            }
+            ended = &mut waiting => {
+                return match ended {
+                    Ok(reason) => format!("the backend closed the session ({reason:?})"),
+                    Err(e) => format!("the session failed: {e}"),
+                };
+            }
+            () = lists_changed.notified() => {
+                match refresh(state, peer).await {
+                    Ok(()) => {
+                        tracing::info!(backend = %lock(&state.spec).name, "backend lists changed");
+                        announce.notify_one();
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot refresh a backend's lists"),
+                }
+            }
+        }
+    }
+}
