@@ -211,11 +211,17 @@ fn check(config: &Path) -> ExitCode {
 fn summary(r: &Registry) -> String {
     let active = r.providers.values().filter(|p| p.is_active()).count();
     let models: usize = r.providers.values().map(|p| p.models.len()).sum();
+    let backends_active = r
+        .backends
+        .values()
+        .filter(|b| b.status == Status::Active)
+        .count();
     format!(
-        "ok: {} providers ({active} active), {models} models, {} groups, {} tools",
+        "ok: {} providers ({active} active), {models} models, {} groups, {} tools, {} backends ({backends_active} active)",
         r.providers.len(),
         r.groups.len(),
-        r.tools.len()
+        r.tools.len(),
+        r.backends.len(),
     )
 }
 
@@ -273,6 +279,37 @@ fn models(config: &Path) -> ExitCode {
             .collect();
         let _ = writeln!(out, "group {name}: {}", chain.join(" → "));
     }
+    for b in r.backends.values() {
+        let transport = match &b.transport {
+            crate::registry::backends::Transport::Http { url } => format!("http {url}"),
+            crate::registry::backends::Transport::Stdio { command, .. } => {
+                format!("stdio `{command}`")
+            }
+        };
+        let mut status = match &b.status {
+            Status::Active => "active".to_string(),
+            Status::Inactive(why) => format!("inactive: {why}"),
+        };
+        if let Some(state) = live
+            .as_ref()
+            .map(|h| &h["backends"][&b.name])
+            .filter(|v| !v.is_null())
+        {
+            status.push_str(&format!(
+                ", {} ({} tools)",
+                state["status"].as_str().unwrap_or("?"),
+                state["tools"]
+            ));
+            if let Some(why) = state["reason"].as_str() {
+                status.push_str(&format!(": {why}"));
+            }
+        }
+        let _ = writeln!(
+            out,
+            "backend {} ({transport}, tools as {}{}*) {status}",
+            b.name, b.prefix, r.settings.mcp_tool_separator
+        );
+    }
     let _ = writeln!(out, "{}", summary(&r));
     if live.is_none() {
         let _ = writeln!(
@@ -308,7 +345,7 @@ fn live_health(listen: std::net::SocketAddr) -> Option<serde_json::Value> {
     })
 }
 
-const STARTER: [(&str, &str); 12] = [
+const STARTER: [(&str, &str); 18] = [
     ("hub.toml", include_str!("../hub.toml")),
     (
         "providers.d/anthropic.toml",
@@ -353,6 +390,30 @@ const STARTER: [(&str, &str); 12] = [
     (
         "providers.d/xai.toml",
         include_str!("../providers.d/xai.toml"),
+    ),
+    (
+        "tools.d/code_review.toml",
+        include_str!("../tools.d/code_review.toml"),
+    ),
+    (
+        "tools.d/extract_entities.toml",
+        include_str!("../tools.d/extract_entities.toml"),
+    ),
+    (
+        "tools.d/summarize.toml",
+        include_str!("../tools.d/summarize.toml"),
+    ),
+    (
+        "tools.d/translate.toml",
+        include_str!("../tools.d/translate.toml"),
+    ),
+    (
+        "servers.d/filesystem.toml",
+        include_str!("../servers.d/filesystem.toml"),
+    ),
+    (
+        "servers.d/github.toml",
+        include_str!("../servers.d/github.toml"),
     ),
 ];
 

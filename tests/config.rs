@@ -16,7 +16,7 @@ impl Shipped {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::copy(root.join("hub.toml"), dir.path().join("hub.toml")).expect("copy hub");
-        for sub in ["providers.d", "tools.d"] {
+        for sub in ["providers.d", "tools.d", "servers.d"] {
             std::fs::create_dir_all(dir.path().join(sub)).expect("mkdir");
             for entry in std::fs::read_dir(root.join(sub)).expect("read dir") {
                 let path = entry.expect("entry").path();
@@ -304,8 +304,9 @@ fn check_exits_zero_with_a_summary_or_one_with_every_error() {
     let (code, out, _) = llmhub(&["check"], &s.hub());
     assert_eq!(code, 0);
     assert!(
-        out.trim_end()
-            .ends_with("ok: 11 providers (2 active), 27 models, 3 groups, 4 tools"),
+        out.trim_end().ends_with(
+            "ok: 11 providers (2 active), 27 models, 3 groups, 4 tools, 2 backends (0 active)"
+        ),
         "{out}"
     );
     assert_eq!(out.lines().count(), 1, "{out}");

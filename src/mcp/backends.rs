@@ -453,11 +453,9 @@ async fn supervise(state: Arc<State>, announce: Arc<Notify>) {
         if state.cancel.is_cancelled() {
             return;
         }
-        let was_connected = lock(&state.live).phase == Phase::Connected;
         set_phase(&state, Phase::Down(why.clone()), None);
-        if was_connected {
-            announce.notify_one();
-        }
+        // Also when it was never up: /health shows the reason.
+        announce.notify_one();
         let backoff = delays.next().unwrap_or(MAX_BACKOFF);
         tracing::warn!(backend = %spec.name, reason = %why, retry_in_ms = backoff.as_millis() as u64, "backend unavailable");
         tokio::select! {

@@ -419,9 +419,11 @@ impl ServerHandler for Handler {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
-        Ok(ListToolsResult::with_all_items(list_tools(
-            &self.mcp.hub.snapshot(),
-        )))
+        let registry = self.mcp.hub.snapshot();
+        let profile = self.profile(&registry)?;
+        Ok(ListToolsResult::with_all_items(
+            self.mcp.tools(&registry, profile),
+        ))
     }
 
     async fn call_tool(
@@ -482,9 +484,11 @@ impl ServerHandler for Handler {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListPromptsResult, McpError> {
-        Ok(ListPromptsResult::with_all_items(list_prompts(
-            &self.mcp.hub.snapshot(),
-        )))
+        let registry = self.mcp.hub.snapshot();
+        let profile = self.profile(&registry)?;
+        Ok(ListPromptsResult::with_all_items(
+            self.mcp.prompts(&registry, profile),
+        ))
     }
 
     async fn get_prompt(
@@ -493,11 +497,31 @@ impl ServerHandler for Handler {
         _context: RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, McpError> {
         let registry = self.mcp.hub.snapshot();
+        let unknown =
+            || McpError::invalid_params(format!("unknown prompt `{}`", request.name), None);
+        if let Some(profile) = self.profile(&registry)?
+            && !profile.allows(
+                self.mcp.backend_of(&registry, &request.name).as_deref(),
+                &request.name,
+            )
+        {
+            return Err(unknown());
+        }
+        let (backend_prompts, _) = self.mcp.backends.prompts(
+            &registry.settings.mcp_tool_separator,
+            &Mcp::own_names(&registry),
+        );
+        if let Some(exposed) = backend_prompts.iter().find(|e| e.name == request.name) {
+            return self
+                .mcp
+                .backends
+                .get_prompt(exposed, request.arguments)
+                .await
+                .map(Into::into)
+                .map_err(|e| McpError::internal_error(e, None));
+        }
         let Some(tool) = registry.tools.get(&request.name) else {
-            return Err(McpError::invalid_params(
-                format!("unknown prompt `{}`", request.name),
-                None,
-            ));
+            return Err(unknown());
         };
         let args =
             coerce_prompt_arguments(&tool.input_schema, request.arguments.unwrap_or_default());

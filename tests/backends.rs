@@ -1,0 +1,790 @@
+//! Aggregated backend MCP servers: a real rmcp server over HTTP (written here) and
+//! `llmhub mcp` itself as a child process over stdio, behind the hub's `/mcp`.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::http::HeaderMap;
+use common::*;
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ClientConfig, ContentBlock,
+    GetPromptRequestParams, GetPromptResponse, GetPromptResult, ListPromptsResult, ListToolsResult,
+    PaginatedRequestParams, Prompt, PromptMessage, ProtocolVersion, Role, ServerCapabilities,
+    ServerConfig, Tool,
+};
+use rmcp::service::{NotificationContext, RequestContext, RunningService};
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use rmcp::{ClientHandler, ErrorData, Peer, RoleClient, RoleServer, ServerHandler, ServiceExt};
+use serde_json::{Map, Value, json};
+use tokio::sync::Notify;
+
+// ---- a backend MCP server over HTTP ---------------------------------------------------
+
+fn tool(name: &str, description: &str) -> Tool {
+    let schema = json!({"type": "object", "properties": {"query": {"type": "string", "description": "what to look for"}}});
+    Tool::new(
+        name.to_string(),
+        description.to_string(),
+        Arc::new(schema.as_object().cloned().unwrap_or_default()),
+    )
+}
+
+#[derive(Clone)]
+struct Backend {
+    tools: Arc<Mutex<Vec<Tool>>>,
+    peers: Arc<Mutex<Vec<Peer<RoleServer>>>>,
+    calls: Arc<Mutex<Vec<(String, Value)>>>,
+    headers: Arc<Mutex<Vec<HeaderMap>>>,
+}
+
+impl Backend {
+    fn new(tools: Vec<Tool>) -> Backend {
+        Backend {
+            tools: Arc::new(Mutex::new(tools)),
+            peers: Arc::new(Mutex::new(Vec::new())),
+            calls: Arc::new(Mutex::new(Vec::new())),
+            headers: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+
+    /// Changes the tool list and tells connected clients, as a real server would.
+    async fn set_tools(&self, tools: Vec<Tool>) {
+        *self.tools.lock().expect("lock") = tools;
+        let peers = self.peers.lock().expect("lock").clone();
+        for p in peers {
+            let _ = p.notify_tool_list_changed().await;
+        }
+    }
+
+    fn calls(&self) -> Vec<(String, Value)> {
+        self.calls.lock().expect("lock").clone()
+    }
+}
+
+impl ServerHandler for Backend {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_tool_list_changed()
+                .enable_prompts()
+                .build(),
+        )
+    }
+
+    async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
+        self.peers.lock().expect("lock").push(context.peer.clone());
+    }
+
+    async fn list_tools(
+        &self,
+        _: Option<PaginatedRequestParams>,
+        _: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        Ok(ListToolsResult::with_all_items(
+            self.tools.lock().expect("lock").clone(),
+        ))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        _: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let args = Value::Object(request.arguments.clone().unwrap_or_default());
+        self.calls
+            .lock()
+            .expect("lock")
+            .push((request.name.to_string(), args.clone()));
+        match request.name.as_ref() {
+            "slow" => std::future::pending().await,
+            "fail" => {
+                Ok(CallToolResult::error(vec![ContentBlock::text("the backend says no")]).into())
+            }
+            name => {
+                let mut result =
+                    CallToolResult::success(vec![ContentBlock::text(format!("{name} got {args}"))]);
+                result.structured_content = Some(json!({"tool": name, "args": args}));
+                Ok(result.into())
+            }
+        }
+    }
+
+    async fn list_prompts(
+        &self,
+        _: Option<PaginatedRequestParams>,
+        _: RequestContext<RoleServer>,
+    ) -> Result<ListPromptsResult, ErrorData> {
+        Ok(ListPromptsResult::with_all_items(vec![Prompt::new(
+            "triage",
+            Some("Triage an issue"),
+            None,
+        )]))
+    }
+
+    async fn get_prompt(
+        &self,
+        request: GetPromptRequestParams,
+        _: RequestContext<RoleServer>,
+    ) -> Result<GetPromptResponse, ErrorData> {
+        Ok(GetPromptResult::new(vec![PromptMessage::new_text(
+            Role::User,
+            format!("triage via {}", request.name),
+        )])
+        .into())
+    }
+}
+
+/// Serves `backend` at http://addr/mcp until the returned handle is aborted.
+async fn serve_backend(
+    backend: Backend,
+    listener: tokio::net::TcpListener,
+) -> tokio::task::JoinHandle<()> {
+    let service = StreamableHttpService::new(
+        {
+            let b = backend.clone();
+            move || Ok(b.clone())
+        },
+        Arc::new(LocalSessionManager::default()),
+        StreamableHttpServerConfig::default(),
+    );
+    let headers = backend.headers.clone();
+    let app = axum::Router::new()
+        .nest_service("/mcp", service)
+        .layer(axum::middleware::from_fn(
+            move |req: axum::extract::Request, next: axum::middleware::Next| {
+                let headers = headers.clone();
+                async move {
+                    headers.lock().expect("lock").push(req.headers().clone());
+                    next.run(req).await
+                }
+            },
+        ));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    })
+}
+
+async fn start_backend(backend: Backend) -> (String, SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let handle = serve_backend(backend, listener).await;
+    (format!("http://{addr}/mcp"), addr, handle)
+}
+
+// ---- the hub's side ---------------------------------------------------------------------
+
+#[derive(Clone)]
+struct Client {
+    tools_changed: Arc<Notify>,
+}
+
+impl ClientHandler for Client {
+    fn get_info(&self) -> ClientConfig {
+        ClientConfig::default().with_protocol_version(ProtocolVersion::LATEST_WITH_INITIALIZE)
+    }
+    async fn on_tool_list_changed(&self, _: NotificationContext<RoleClient>) {
+        self.tools_changed.notify_one();
+    }
+}
+
+async fn connect(server: &Server, path: &str) -> (RunningService<RoleClient, Client>, Arc<Notify>) {
+    let changed = Arc::new(Notify::new());
+    let client = Client {
+        tools_changed: changed.clone(),
+    };
+    let transport = StreamableHttpClientTransport::from_uri(format!("{}{path}", server.url));
+    let running = tokio::time::timeout(Duration::from_secs(15), client.serve(transport))
+        .await
+        .expect("handshake in time")
+        .expect("initialize");
+    (running, changed)
+}
+
+async fn names(client: &RunningService<RoleClient, Client>) -> Vec<String> {
+    let mut n: Vec<String> = client
+        .list_all_tools()
+        .await
+        .expect("tools/list")
+        .iter()
+        .map(|t| t.name.to_string())
+        .collect();
+    n.sort();
+    n
+}
+
+async fn call(
+    client: &RunningService<RoleClient, Client>,
+    name: &str,
+    args: Value,
+) -> CallToolResult {
+    client
+        .call_tool(
+            CallToolRequestParams::new(name.to_string())
+                .with_arguments(args.as_object().cloned().unwrap_or_default()),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+fn text(r: &CallToolResult) -> String {
+    r.content
+        .iter()
+        .filter_map(|c| c.as_text().map(|t| t.text.clone()))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Waits, up to 15 s, until `/health` satisfies `ok` (backends connect in the background).
+async fn until_health(server: &Server, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let health = server.get_json("/health").await;
+        if ok(&health) {
+            return health;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: {}",
+            health["backends"]
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn status<'a>(h: &'a Value, backend: &str) -> &'a str {
+    h["backends"][backend]["status"].as_str().unwrap_or("")
+}
+
+const HUB: &str = "[routing]\ndefault_model = \"echo\"\n";
+
+fn base_config() -> ConfigDir {
+    let cfg = ConfigDir::new(HUB);
+    cfg.write(
+        "providers.d/echo.toml",
+        "adapter = \"echo\"\nmodels = [\"echo\"]\n",
+    );
+    cfg
+}
+
+/// A second llmhub, run as `llmhub mcp` over stdio, whose pid lands in `pidfile`.
+fn stdio_backend(cfg: &ConfigDir) -> (String, std::path::PathBuf) {
+    let inner = ConfigDir::new(HUB);
+    inner.write(
+        "providers.d/echo.toml",
+        "adapter = \"echo\"\nmodels = [\"echo\"]\n",
+    );
+    inner.write(
+        "tools.d/shout.toml",
+        "description = \"Shout\"\nprompt = \"{{ text | upper }}\"\n[input]\ntype = \"object\"\nrequired = [\"text\"]\nproperties.text = { type = \"string\" }\n",
+    );
+    let pidfile = cfg.path("backend.pid");
+    let script = format!(
+        "echo $$ > '{}'; RUST_LOG=warn exec '{}' mcp --config '{}'",
+        pidfile.display(),
+        env!("CARGO_BIN_EXE_llmhub"),
+        inner.hub_path().display()
+    );
+    let toml = format!(
+        "command = \"sh\"\nargs = [\"-c\", {}]\n",
+        toml_string(&script)
+    );
+    // The inner config must outlive the test: keep its folder.
+    std::mem::forget(inner);
+    (toml, pidfile)
+}
+
+fn toml_string(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+#[tokio::test]
+async fn backend_tools_are_offered_under_prefixes_and_calls_reach_them_by_original_name() {
+    let gh = Backend::new(vec![
+        tool("search_issues", "Search the issues"),
+        tool("fail", "Always fails"),
+    ]);
+    let (url, _, _h) = start_backend(gh.clone()).await;
+    let cfg = base_config();
+    cfg.write(
+        "servers.d/github.toml",
+        &format!("url = \"{url}\"\nprefix = \"gh\"\n"),
+    );
+    let (local, _) = stdio_backend(&cfg);
+    cfg.write("servers.d/local.toml", &local);
+    let server = Server::start(&cfg).await;
+    until_health(&server, "both backends connected", |h| {
+        status(h, "github") == "connected" && status(h, "local") == "connected"
+    })
+    .await;
+
+    let (client, _) = connect(&server, "/mcp").await;
+    let all = client.list_all_tools().await.expect("tools/list");
+    let listed: Vec<&str> = all.iter().map(|t| t.name.as_ref()).collect();
+    for expected in [
+        "chat_completion",
+        "gh__search_issues",
+        "gh__fail",
+        "local__shout",
+        "local__chat_completion",
+    ] {
+        assert!(listed.contains(&expected), "{expected} in {listed:?}");
+    }
+    let search = all
+        .iter()
+        .find(|t| t.name == "gh__search_issues")
+        .expect("search");
+    assert_eq!(search.description.as_deref(), Some("Search the issues"));
+    assert_eq!(
+        search.input_schema,
+        tool("search_issues", "").input_schema,
+        "schema passed through unchanged"
+    );
+
+    let result = call(&client, "gh__search_issues", json!({"query": "panic"})).await;
+    assert_eq!(result.is_error, Some(false));
+    assert_eq!(
+        result.structured_content,
+        Some(json!({"tool": "search_issues", "args": {"query": "panic"}}))
+    );
+    assert_eq!(
+        gh.calls(),
+        vec![("search_issues".to_string(), json!({"query": "panic"}))]
+    );
+    let result = call(&client, "gh__fail", json!({})).await;
+    assert_eq!(result.is_error, Some(true), "isError passes through");
+    assert_eq!(text(&result), "the backend says no");
+
+    let result = call(&client, "local__shout", json!({"text": "hi"})).await;
+    assert_eq!(
+        text(&result),
+        "HI",
+        "the stdio backend's own tool, via its echo model"
+    );
+    let result = call(
+        &client,
+        "local__chat_completion",
+        json!({"prompt": "through two hubs"}),
+    )
+    .await;
+    assert_eq!(text(&result), "through two hubs");
+
+    let prompts = client.list_all_prompts().await.expect("prompts/list");
+    assert!(
+        prompts.iter().any(|p| p.name == "gh__triage"),
+        "backend prompts are aggregated too"
+    );
+    let got = client
+        .get_prompt(GetPromptRequestParams::new("gh__triage"))
+        .await
+        .expect("prompts/get");
+    assert_eq!(
+        serde_json::to_value(&got.messages).expect("json")[0]["content"]["text"],
+        "triage via triage"
+    );
+}
+
+#[tokio::test]
+async fn filters_the_name_rule_and_collisions_leave_tools_out_with_a_reason() {
+    let one = Backend::new(vec![
+        tool("search_issues", ""),
+        tool("search_secrets", ""),
+        tool("delete_repo", ""),
+        tool("bad name!", ""),
+        tool("b__c", ""),
+    ]);
+    let two = Backend::new(vec![tool("c", "")]);
+    let (url1, _, _h1) = start_backend(one).await;
+    let (url2, _, _h2) = start_backend(two).await;
+    let cfg = base_config();
+    cfg.write(
+        "servers.d/a.toml",
+        &format!("url = \"{url1}\"\ninclude = [\"search_*\", \"bad*\", \"b__*\"]\nexclude = [\"search_secrets\"]\n"),
+    );
+    cfg.write(
+        "servers.d/z.toml",
+        &format!("url = \"{url2}\"\nprefix = \"a__b\"\n"),
+    );
+    let server = Server::start(&cfg).await;
+    let health = until_health(&server, "connected", |h| {
+        status(h, "a") == "connected" && status(h, "z") == "connected"
+    })
+    .await;
+    let (client, _) = connect(&server, "/mcp").await;
+    let listed = names(&client).await;
+    assert!(listed.contains(&"a__search_issues".to_string()));
+    assert!(
+        !listed
+            .iter()
+            .any(|n| n.contains("secrets") || n.contains("delete")),
+        "{listed:?}"
+    );
+    assert_eq!(
+        listed.iter().filter(|n| *n == "a__b__c").count(),
+        1,
+        "a collision is never offered twice"
+    );
+    let left_out = health["backends"]["a"]["left_out"].to_string()
+        + &health["backends"]["z"]["left_out"].to_string();
+    assert!(
+        left_out.contains("`bad name!` left out: `a__bad name!` is not 1 to 64 of a-z"),
+        "{left_out}"
+    );
+    assert!(
+        left_out.contains("z: `c` left out: `a__b__c` is already offered by backend a"),
+        "{left_out}"
+    );
+}
+
+#[tokio::test]
+async fn auth_headers_reach_the_backend_and_a_missing_key_makes_it_inactive() {
+    let bearer = Backend::new(vec![tool("ping", "")]);
+    let header = Backend::new(vec![tool("ping", "")]);
+    let (url1, _, _h1) = start_backend(bearer.clone()).await;
+    let (url2, _, _h2) = start_backend(header.clone()).await;
+    let cfg = base_config();
+    cfg.write(
+        ".env",
+        "LLMHUB_TEST_GH_TOKEN=ghp-test-token\nLLMHUB_TEST_X_KEY=x-test-key\n",
+    );
+    cfg.write(
+        "servers.d/one.toml",
+        &format!(
+            "url = \"{url1}\"\nauth = {{ type = \"bearer\", env_key = \"LLMHUB_TEST_GH_TOKEN\" }}\n"
+        ),
+    );
+    cfg.write(
+        "servers.d/two.toml",
+        &format!("url = \"{url2}\"\nauth = {{ type = \"header\", name = \"x-api-key\", env_key = \"LLMHUB_TEST_X_KEY\" }}\n"),
+    );
+    cfg.write(
+        "servers.d/three.toml",
+        &format!(
+            "url = \"{url2}\"\nauth = {{ type = \"bearer\", env_key = \"LLMHUB_TEST_UNSET\" }}\n"
+        ),
+    );
+    let server = Server::start(&cfg).await;
+    let health = until_health(&server, "connected", |h| {
+        status(h, "one") == "connected" && status(h, "two") == "connected"
+    })
+    .await;
+    let seen = bearer.headers.lock().expect("lock").clone();
+    assert!(
+        seen.iter().all(|h| h
+            .get("authorization")
+            .is_some_and(|v| v == "Bearer ghp-test-token")),
+        "{seen:?}"
+    );
+    let seen = header.headers.lock().expect("lock").clone();
+    assert!(
+        seen.iter()
+            .any(|h| h.get("x-api-key").is_some_and(|v| v == "x-test-key")),
+        "{seen:?}"
+    );
+    assert_eq!(status(&health, "three"), "inactive");
+    assert_eq!(
+        health["backends"]["three"]["reason"],
+        "LLMHUB_TEST_UNSET is not set"
+    );
+    assert!(!health.to_string().contains("ghp-test-token"));
+}
+
+#[tokio::test]
+async fn a_backend_down_at_start_comes_up_later_and_clients_hear_of_it() {
+    let reserved = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = reserved.local_addr().expect("addr");
+    drop(reserved);
+    let cfg = base_config();
+    cfg.write(
+        "servers.d/late.toml",
+        &format!("url = \"http://{addr}/mcp\"\ntimeout_s = 2\n"),
+    );
+    let server = Server::start(&cfg).await;
+    let health = until_health(&server, "marked down", |h| status(h, "late") == "down").await;
+    assert!(
+        health["backends"]["late"]["reason"]
+            .as_str()
+            .is_some_and(|r| !r.is_empty())
+    );
+    let (client, changed) = connect(&server, "/mcp").await;
+    assert!(!names(&client).await.iter().any(|n| n.starts_with("late__")));
+    // The rest of the hub works while the backend is down.
+    assert_eq!(
+        text(&call(&client, "chat_completion", json!({"prompt": "still here"})).await),
+        "still here"
+    );
+
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .expect("rebind the reserved port");
+    let _h = serve_backend(Backend::new(vec![tool("hello", "")]), listener).await;
+    tokio::time::timeout(Duration::from_secs(15), changed.notified())
+        .await
+        .expect("tools/list_changed");
+    assert!(names(&client).await.contains(&"late__hello".to_string()));
+}
+
+#[tokio::test]
+async fn a_crashed_stdio_backend_is_restarted() {
+    let cfg = base_config();
+    let (local, pidfile) = stdio_backend(&cfg);
+    cfg.write("servers.d/local.toml", &local);
+    let server = Server::start(&cfg).await;
+    until_health(&server, "connected", |h| status(h, "local") == "connected").await;
+    let (client, _) = connect(&server, "/mcp").await;
+    assert_eq!(
+        text(&call(&client, "local__shout", json!({"text": "one"})).await),
+        "ONE"
+    );
+
+    let pid = std::fs::read_to_string(&pidfile)
+        .expect("pid")
+        .trim()
+        .to_string();
+    std::fs::remove_file(&pidfile).expect("rm pid");
+    let killed = std::process::Command::new("kill")
+        .args(["-9", &pid])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let health = until_health(&server, "restarted", |h| {
+        h["backends"]["local"]["connects"] == 2 && status(h, "local") == "connected"
+    })
+    .await;
+    assert_eq!(health["backends"]["local"]["transport"], "stdio");
+    let new_pid = std::fs::read_to_string(&pidfile).expect("new pid");
+    assert_ne!(new_pid.trim(), pid);
+    assert_eq!(
+        text(&call(&client, "local__shout", json!({"text": "two"})).await),
+        "TWO"
+    );
+}
+
+#[tokio::test]
+async fn a_call_that_times_out_is_an_error_result_naming_the_backend() {
+    let slow = Backend::new(vec![tool("slow", "Never answers")]);
+    let (url, _, _h) = start_backend(slow).await;
+    let cfg = base_config();
+    cfg.write(
+        "servers.d/slowpoke.toml",
+        &format!("url = \"{url}\"\ntimeout_s = 0.5\n"),
+    );
+    let server = Server::start(&cfg).await;
+    until_health(&server, "connected", |h| {
+        status(h, "slowpoke") == "connected"
+    })
+    .await;
+    let (client, _) = connect(&server, "/mcp").await;
+    let result = call(&client, "slowpoke__slow", json!({})).await;
+    assert_eq!(result.is_error, Some(true));
+    assert_eq!(
+        text(&result),
+        "backend slowpoke did not answer `slow` within 0.5s (timeout_s)"
+    );
+}
+
+#[tokio::test]
+async fn a_backends_list_change_reaches_connected_clients() {
+    let gh = Backend::new(vec![tool("one", "")]);
+    let (url, _, _h) = start_backend(gh.clone()).await;
+    let cfg = base_config();
+    cfg.write("servers.d/gh.toml", &format!("url = \"{url}\"\n"));
+    let server = Server::start(&cfg).await;
+    until_health(&server, "connected", |h| status(h, "gh") == "connected").await;
+    let (client, changed) = connect(&server, "/mcp").await;
+    assert!(names(&client).await.contains(&"gh__one".to_string()));
+    gh.set_tools(vec![tool("one", ""), tool("two", "")]).await;
+    tokio::time::timeout(Duration::from_secs(15), changed.notified())
+        .await
+        .expect("list_changed relayed");
+    assert!(names(&client).await.contains(&"gh__two".to_string()));
+}
+
+#[tokio::test]
+async fn profiles_serve_only_their_subset_over_http_and_stdio() {
+    let gh = Backend::new(vec![tool("search_issues", "")]);
+    let (url, _, _h) = start_backend(gh).await;
+    let cfg = ConfigDir::new(&format!(
+        "{HUB}[profiles.review]\nservers = [\"gh\"]\ntools = [\"chat_*\"]\n[profiles.tools-only]\ntools = [\"list_models\"]\n"
+    ));
+    cfg.write(
+        "providers.d/echo.toml",
+        "adapter = \"echo\"\nmodels = [\"echo\"]\n",
+    );
+    cfg.write("servers.d/gh.toml", &format!("url = \"{url}\"\n"));
+    let server = Server::start(&cfg).await;
+    until_health(&server, "connected", |h| status(h, "gh") == "connected").await;
+
+    let (review, _) = connect(&server, "/mcp/review").await;
+    assert_eq!(
+        names(&review).await,
+        vec!["chat_completion", "gh__search_issues"]
+    );
+    let err = review
+        .call_tool(CallToolRequestParams::new("list_models").with_arguments(Map::new()))
+        .await
+        .expect_err("outside the profile");
+    assert!(
+        err.to_string().contains("unknown tool `list_models`"),
+        "{err}"
+    );
+    let (everything, _) = connect(&server, "/mcp").await;
+    assert!(names(&everything).await.len() > 3);
+
+    let hub = cfg.hub_path();
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_llmhub"));
+    command
+        .args(["mcp", "--profile", "tools-only", "--config"])
+        .arg(&hub);
+    let transport = rmcp::transport::TokioChildProcess::new(command).expect("spawn");
+    let stdio = Client {
+        tools_changed: Arc::new(Notify::new()),
+    }
+    .serve(transport)
+    .await
+    .expect("initialize");
+    assert_eq!(names(&stdio).await, vec!["list_models"]);
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_llmhub"))
+        .args(["mcp", "--profile", "nope", "--config"])
+        .arg(&hub)
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("no profile `nope` in [profiles]; profiles: review, tools-only")
+    );
+}
+
+#[tokio::test]
+async fn editing_servers_d_touches_only_that_backend() {
+    let a = Backend::new(vec![tool("alpha", ""), tool("beta", "")]);
+    let b = Backend::new(vec![tool("gamma", "")]);
+    let (url_a, _, _ha) = start_backend(a).await;
+    let (url_b, _, _hb) = start_backend(b).await;
+    let cfg = base_config();
+    cfg.write("servers.d/a.toml", &format!("url = \"{url_a}\"\n"));
+    let server = Server::start_watching(&cfg).await;
+    until_health(&server, "connected", |h| status(h, "a") == "connected").await;
+    let (client, changed) = connect(&server, "/mcp").await;
+    assert!(names(&client).await.contains(&"a__beta".to_string()));
+
+    // A filter change applies in place: no reconnection.
+    cfg.write(
+        "servers.d/a.toml",
+        &format!("url = \"{url_a}\"\nexclude = [\"beta\"]\n"),
+    );
+    tokio::time::timeout(Duration::from_secs(15), changed.notified())
+        .await
+        .expect("list_changed");
+    assert!(!names(&client).await.contains(&"a__beta".to_string()));
+
+    // A new file connects just that backend; a removed one disconnects it.
+    cfg.write("servers.d/b.toml", &format!("url = \"{url_b}\"\n"));
+    until_health(&server, "b connected", |h| status(h, "b") == "connected").await;
+    tokio::time::timeout(Duration::from_secs(15), changed.notified())
+        .await
+        .expect("list_changed");
+    assert!(names(&client).await.contains(&"b__gamma".to_string()));
+    std::fs::remove_file(cfg.path("servers.d/b.toml")).expect("rm");
+    let health = until_health(&server, "b gone", |h| h["backends"].get("b").is_none()).await;
+    assert_eq!(
+        health["backends"]["a"]["connects"], 1,
+        "a's session was never touched"
+    );
+    assert!(!names(&client).await.contains(&"b__gamma".to_string()));
+}
+
+#[tokio::test]
+async fn a_restarted_http_backend_serves_calls_again() {
+    let first = Backend::new(vec![tool("hello", "")]);
+    let (url, addr, handle) = start_backend(first).await;
+    let cfg = base_config();
+    cfg.write(
+        "servers.d/gh.toml",
+        &format!("url = \"{url}\"\ntimeout_s = 2\n"),
+    );
+    let server = Server::start(&cfg).await;
+    until_health(&server, "connected", |h| status(h, "gh") == "connected").await;
+    let (client, _) = connect(&server, "/mcp").await;
+    assert_eq!(
+        call(&client, "gh__hello", json!({})).await.is_error,
+        Some(false)
+    );
+
+    // The backend restarts and forgets every session (it would answer 404 to the old one).
+    handle.abort();
+    let _ = handle.await;
+    let second = Backend::new(vec![tool("hello", "")]);
+    let listener = tokio::net::TcpListener::bind(addr).await.expect("rebind");
+    let _h2 = serve_backend(second.clone(), listener).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let result = call(&client, "gh__hello", json!({})).await;
+        if result.is_error == Some(false) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never recovered: {}",
+            text(&result)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(second.calls().len(), 1);
+}
+
+#[test]
+fn servers_d_errors_are_reported_with_their_place() {
+    let cfg = base_config();
+    cfg.write(
+        "servers.d/both.toml",
+        "url = \"http://x/mcp\"\ncommand = \"x\"\n",
+    );
+    cfg.write("servers.d/neither.toml", "timeout_s = 3\n");
+    cfg.write("servers.d/badurl.toml", "url = \"ftp://x\"\n");
+    cfg.write(
+        "servers.d/typo.toml",
+        "url = \"http://x/mcp\"\nincldue = [\"a\"]\n",
+    );
+    cfg.write(
+        "servers.d/auth.toml",
+        "url = \"http://x/mcp\"\nauth = { type = \"basic\", env_key = \"X\" }\n",
+    );
+    cfg.write("hub.toml", &format!("{HUB}[profiles.empty]\n"));
+    let errors: Vec<String> = match llmhub::hub::load_registry(&cfg.hub_path(), 1) {
+        Ok(_) => Vec::new(),
+        Err(e) => e.iter().map(ToString::to_string).collect(),
+    };
+    let joined = errors.join("\n");
+    assert!(
+        joined.contains("servers.d/both.toml:2:11: command: expected `url` or `command`, not both"),
+        "{joined}"
+    );
+    assert!(joined.contains("servers.d/neither.toml: missing key: expected `url` (streamable HTTP) or `command` (stdio)"), "{joined}");
+    assert!(
+        joined.contains(
+            "servers.d/badurl.toml:1:7: url: expected an http or https URL, found \"ftp://x\""
+        ),
+        "{joined}"
+    );
+    assert!(
+        joined.contains("servers.d/typo.toml:2:1: incldue: unknown field `incldue`"),
+        "{joined}"
+    );
+    assert!(joined.contains("servers.d/auth.toml:2:"), "{joined}");
+    assert!(
+        joined.contains("hub.toml:3:1: profiles.empty: expected `servers` or `tools` globs"),
+        "{joined}"
+    );
+}
