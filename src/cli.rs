@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
@@ -81,7 +82,13 @@ fn print_errors(errors: &[ConfigError]) {
     );
 }
 
-fn serve(config: &Path) -> ExitCode {
+/// Loads the configuration, starts a runtime and the file watcher, and runs `main`;
+/// `serve` and `mcp` differ only in what they then serve.
+fn run<F, Fut>(config: &Path, main: F) -> ExitCode
+where
+    F: FnOnce(Arc<Hub>) -> Fut,
+    Fut: std::future::Future<Output = ExitCode>,
+{
     init_logging();
     let hub = match Hub::load(config) {
         Ok(hub) => hub,
@@ -101,20 +108,29 @@ fn serve(config: &Path) -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        let registry = hub.snapshot();
-        let listen = registry.settings.listen;
-        let listener = match tokio::net::TcpListener::bind(listen).await {
-            Ok(l) => l,
-            Err(e) => {
-                eprintln!("error: cannot listen on {listen} (server.listen in {}): {e}", config.display());
-                return ExitCode::FAILURE;
-            }
-        };
         let _watch = match crate::reload::watch(hub.clone()) {
             Ok(w) => Some(w),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot watch the configuration folder; hot reload is off");
                 None
+            }
+        };
+        main(hub).await
+    })
+}
+
+fn serve(config: &Path) -> ExitCode {
+    run(config, |hub| async move {
+        let registry = hub.snapshot();
+        let listen = registry.settings.listen;
+        let listener = match tokio::net::TcpListener::bind(listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!(
+                    "error: cannot listen on {listen} (server.listen in {}): {e}",
+                    config.display()
+                );
+                return ExitCode::FAILURE;
             }
         };
         tracing::info!(
@@ -136,32 +152,7 @@ fn serve(config: &Path) -> ExitCode {
 }
 
 fn mcp(config: &Path, profile: Option<String>) -> ExitCode {
-    init_logging();
-    let hub = match Hub::load(config) {
-        Ok(hub) => hub,
-        Err(errors) => {
-            print_errors(&errors);
-            return ExitCode::FAILURE;
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    runtime.block_on(async move {
-        let _watch = match crate::reload::watch(hub.clone()) {
-            Ok(w) => Some(w),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot watch the configuration folder; hot reload is off");
-                None
-            }
-        };
+    run(config, |hub| async move {
         tracing::info!(config = %config.display(), "llmhub MCP server on stdio");
         match crate::mcp::serve_stdio(hub, profile).await {
             Ok(()) => ExitCode::SUCCESS,

@@ -11,7 +11,7 @@ use serde_json::{Map, Value, json};
 use super::sse::{Step, Translator};
 use super::{
     Call, ChatRequest, ChunkStream, Chunker, Completion, Message, ProviderError, ResponseFormat,
-    wire,
+    ToolChoice, wire,
 };
 
 pub const API_VERSION: &str = "2023-06-01";
@@ -53,18 +53,9 @@ fn default_max_tokens(call: &Call<'_>) -> u64 {
 }
 
 fn post(call: &Call<'_>, body: &Value) -> reqwest::RequestBuilder {
-    let mut builder = call
-        .http
-        .post(format!("{}/v1/messages", call.provider.base_url))
+    let url = format!("{}/v1/messages", call.provider.base_url);
+    wire::post(call.http, url, call.provider, "x-api-key", "", body)
         .header("anthropic-version", API_VERSION)
-        .json(body);
-    if let Some(key) = &call.provider.key {
-        builder = builder.header("x-api-key", key.expose());
-    }
-    for (name, value) in &call.provider.headers {
-        builder = builder.header(name, value);
-    }
-    builder
 }
 
 /// `{"type":"error","error":{"type","message"}}` → OpenAI's error shape.
@@ -127,16 +118,26 @@ pub fn to_wire(
         body.insert("metadata".into(), json!({"user_id": user}));
     }
 
-    let mut tools: Vec<Value> = Vec::new();
-    if let Some(list) = request.param("tools").and_then(Value::as_array) {
-        for (i, tool) in list.iter().enumerate() {
-            tools.push(tool_to_wire(tool, i)?);
-        }
-    }
-    let mut tool_choice = request
-        .param("tool_choice")
-        .map(tool_choice_to_wire)
-        .transpose()?;
+    let mut tools: Vec<Value> = request
+        .functions("Anthropic")?
+        .into_iter()
+        .map(|f| {
+            let mut out = json!({
+                "name": f.name,
+                "input_schema": f.parameters.unwrap_or_else(|| json!({"type": "object", "properties": {}})),
+            });
+            if let Some(d) = f.description {
+                out["description"] = d;
+            }
+            out
+        })
+        .collect();
+    let mut tool_choice = request.tool_choice()?.map(|c| match c {
+        ToolChoice::Auto => json!({"type": "auto"}),
+        ToolChoice::None => json!({"type": "none"}),
+        ToolChoice::Required => json!({"type": "any"}),
+        ToolChoice::Function(name) => json!({"type": "tool", "name": name}),
+    });
     if request.param("parallel_tool_calls") == Some(&Value::Bool(false)) && !tools.is_empty() {
         let choice = tool_choice.get_or_insert_with(|| json!({"type": "auto"}));
         choice["disable_parallel_tool_use"] = json!(true);
@@ -178,53 +179,6 @@ pub fn to_wire(
         body.insert("stream".into(), json!(true));
     }
     Ok(Value::Object(body))
-}
-
-fn tool_to_wire(tool: &Value, i: usize) -> Result<Value, ProviderError> {
-    if tool.get("type").and_then(Value::as_str) != Some("function") {
-        return Err(ProviderError::Unsupported(format!(
-            "tools[{i}]: only `function` tools can be sent to Anthropic"
-        )));
-    }
-    let f = tool.get("function").ok_or_else(|| {
-        ProviderError::BadRequest(format!("tools[{i}]: expected a `function` object"))
-    })?;
-    let name = f.get("name").and_then(Value::as_str).ok_or_else(|| {
-        ProviderError::BadRequest(format!("tools[{i}].function: expected a `name`"))
-    })?;
-    let mut out = json!({
-        "name": name,
-        "input_schema": f.get("parameters").cloned().unwrap_or_else(|| json!({"type": "object", "properties": {}})),
-    });
-    if let Some(d) = f.get("description") {
-        out["description"] = d.clone();
-    }
-    Ok(out)
-}
-
-fn tool_choice_to_wire(choice: &Value) -> Result<Value, ProviderError> {
-    Ok(match choice {
-        Value::String(s) if s == "auto" => json!({"type": "auto"}),
-        Value::String(s) if s == "none" => json!({"type": "none"}),
-        Value::String(s) if s == "required" => json!({"type": "any"}),
-        Value::Object(o) => match o
-            .get("function")
-            .and_then(|f| f.get("name"))
-            .and_then(Value::as_str)
-        {
-            Some(name) => json!({"type": "tool", "name": name}),
-            None => {
-                return Err(ProviderError::BadRequest(
-                    "tool_choice: expected `function.name`".into(),
-                ));
-            }
-        },
-        other => {
-            return Err(ProviderError::BadRequest(format!(
-                "tool_choice: expected \"auto\", \"none\", \"required\" or a function, found {other}"
-            )));
-        }
-    })
 }
 
 /// Messages with the system ones removed, tool results as `tool_result` blocks, and
@@ -304,15 +258,11 @@ fn content_blocks(content: Option<&Value>, i: usize) -> Result<Vec<Value>, Provi
                         }
                     }
                     Some("image_url") => {
-                        let url = part
-                            .get("image_url")
-                            .and_then(|u| u.get("url").or(Some(u)))
-                            .and_then(Value::as_str)
-                            .ok_or_else(|| {
-                                ProviderError::BadRequest(format!(
-                                    "messages[{i}].content[{j}]: expected `image_url.url`"
-                                ))
-                            })?;
+                        let url = super::image_url(part).ok_or_else(|| {
+                            ProviderError::BadRequest(format!(
+                                "messages[{i}].content[{j}]: expected `image_url.url`"
+                            ))
+                        })?;
                         let source = match super::data_url(url) {
                             Some((mime, data)) => {
                                 json!({"type": "base64", "media_type": mime, "data": data})
@@ -338,20 +288,7 @@ fn content_blocks(content: Option<&Value>, i: usize) -> Result<Vec<Value>, Provi
 }
 
 fn tool_use_block(call: &Value, i: usize, j: usize) -> Result<Value, ProviderError> {
-    let at = || format!("messages[{i}].tool_calls[{j}]");
-    let id = call.get("id").and_then(Value::as_str).unwrap_or_default();
-    let f = call.get("function").ok_or_else(|| {
-        ProviderError::BadRequest(format!("{}: expected a `function` object", at()))
-    })?;
-    let name = f.get("name").and_then(Value::as_str).unwrap_or_default();
-    let arguments = f.get("arguments").and_then(Value::as_str).unwrap_or("");
-    let input: Value = if arguments.trim().is_empty() {
-        json!({})
-    } else {
-        serde_json::from_str(arguments).map_err(|e| {
-            ProviderError::BadRequest(format!("{}.function.arguments: not valid JSON: {e}", at()))
-        })?
-    };
+    let (id, name, input) = super::tool_call_parts(call, i, j)?;
     Ok(json!({"type": "tool_use", "id": id, "name": name, "input": input}))
 }
 

@@ -12,7 +12,7 @@ use serde_json::{Map, Value, json};
 use super::sse::{Step, Translator};
 use super::{
     Call, ChatRequest, ChunkStream, Chunker, Completion, Message, ProviderError, ResponseFormat,
-    wire,
+    ToolChoice, wire,
 };
 
 pub async fn chat(call: Call<'_>) -> Result<Completion, ProviderError> {
@@ -47,15 +47,8 @@ pub async fn chat_stream(call: Call<'_>) -> Result<ChunkStream, ProviderError> {
 }
 
 fn post(call: &Call<'_>, url: String, body: &Value) -> reqwest::RequestBuilder {
-    let mut builder = call.http.post(url).json(body);
     // The header, never the `?key=` parameter: URLs end up in logs.
-    if let Some(key) = &call.provider.key {
-        builder = builder.header("x-goog-api-key", key.expose());
-    }
-    for (name, value) in &call.provider.headers {
-        builder = builder.header(name, value);
-    }
-    builder
+    wire::post(call.http, url, call.provider, "x-goog-api-key", "", body)
 }
 
 /// Google's `{"error":{"code","message","status","details"}}` → OpenAI's shape, with the
@@ -140,56 +133,32 @@ pub fn to_wire(request: &ChatRequest) -> Result<Value, ProviderError> {
         body.insert("generationConfig".into(), Value::Object(config));
     }
 
-    if let Some(list) = request.param("tools").and_then(Value::as_array) {
-        let mut declarations = Vec::new();
-        for (i, tool) in list.iter().enumerate() {
-            if tool.get("type").and_then(Value::as_str) != Some("function") {
-                return Err(ProviderError::Unsupported(format!(
-                    "tools[{i}]: only `function` tools can be sent to Gemini"
-                )));
+    let declarations: Vec<Value> = request
+        .functions("Gemini")?
+        .into_iter()
+        .map(|f| {
+            let mut d = json!({"name": f.name});
+            if let Some(desc) = f.description {
+                d["description"] = desc;
             }
-            let f = &tool["function"];
-            let name = f.get("name").and_then(Value::as_str).ok_or_else(|| {
-                ProviderError::BadRequest(format!("tools[{i}].function: expected a `name`"))
-            })?;
-            let mut d = json!({"name": name});
-            if let Some(desc) = f.get("description") {
-                d["description"] = desc.clone();
+            if let Some(params) = f.parameters {
+                d["parameters"] = schema_to_wire(&params);
             }
-            if let Some(params) = f.get("parameters") {
-                d["parameters"] = schema_to_wire(params);
-            }
-            declarations.push(d);
-        }
-        if !declarations.is_empty() {
-            body.insert(
-                "tools".into(),
-                json!([{"functionDeclarations": declarations}]),
-            );
-        }
+            d
+        })
+        .collect();
+    if !declarations.is_empty() {
+        body.insert(
+            "tools".into(),
+            json!([{"functionDeclarations": declarations}]),
+        );
     }
-    if let Some(choice) = request.param("tool_choice") {
+    if let Some(choice) = request.tool_choice()? {
         let config = match choice {
-            Value::String(s) if s == "auto" => json!({"mode": "AUTO"}),
-            Value::String(s) if s == "none" => json!({"mode": "NONE"}),
-            Value::String(s) if s == "required" => json!({"mode": "ANY"}),
-            Value::Object(o) => match o
-                .get("function")
-                .and_then(|f| f.get("name"))
-                .and_then(Value::as_str)
-            {
-                Some(name) => json!({"mode": "ANY", "allowedFunctionNames": [name]}),
-                None => {
-                    return Err(ProviderError::BadRequest(
-                        "tool_choice: expected `function.name`".into(),
-                    ));
-                }
-            },
-            other => {
-                return Err(ProviderError::BadRequest(format!(
-                    "tool_choice: expected \"auto\", \"none\", \"required\" or a function, found {other}"
-                )));
-            }
+            ToolChoice::Auto => json!({"mode": "AUTO"}),
+            ToolChoice::None => json!({"mode": "NONE"}),
+            ToolChoice::Required => json!({"mode": "ANY"}),
+            ToolChoice::Function(name) => json!({"mode": "ANY", "allowedFunctionNames": [name]}),
         };
         body.insert(
             "toolConfig".into(),
@@ -272,21 +241,10 @@ fn contents(messages: &[Message]) -> Result<Vec<Value>, ProviderError> {
                     .flatten()
                     .enumerate()
                 {
-                    let f = &call["function"];
-                    let name = f["name"].as_str().unwrap_or_default();
-                    if let Some(id) = call["id"].as_str() {
+                    let (id, name, args) = super::tool_call_parts(call, i, j)?;
+                    if !id.is_empty() {
                         call_names.insert(id.to_string(), name.to_string());
                     }
-                    let args = f["arguments"].as_str().unwrap_or("");
-                    let args: Value = if args.trim().is_empty() {
-                        json!({})
-                    } else {
-                        serde_json::from_str(args).map_err(|e| {
-                            ProviderError::BadRequest(format!(
-                                "messages[{i}].tool_calls[{j}].function.arguments: not valid JSON: {e}"
-                            ))
-                        })?
-                    };
                     parts.push(json!({"functionCall": {"name": name, "args": args}}));
                 }
                 ("model", parts)
@@ -343,11 +301,7 @@ fn parts(content: Option<&Value>, i: usize) -> Result<Vec<Value>, ProviderError>
                 match part.get("type").and_then(Value::as_str) {
                     Some("text") => out.push(json!({"text": part.get("text").and_then(Value::as_str).unwrap_or_default()})),
                     Some("image_url") => {
-                        let url = part
-                            .get("image_url")
-                            .and_then(|u| u.get("url").or(Some(u)))
-                            .and_then(Value::as_str)
-                            .unwrap_or_default();
+                        let url = super::image_url(part).unwrap_or_default();
                         let Some((mime, data)) = super::data_url(url) else {
                             return Err(ProviderError::Unsupported(format!(
                                 "messages[{i}].content[{j}]: Gemini takes images as data: URLs (base64), not links"

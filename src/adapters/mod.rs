@@ -334,6 +334,115 @@ impl ChatRequest {
     }
 }
 
+/// A function tool from the request's `tools`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Function {
+    pub name: String,
+    pub description: Option<Value>,
+    pub parameters: Option<Value>,
+}
+
+/// What `tool_choice` asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ToolChoice {
+    Auto,
+    None,
+    Required,
+    Function(String),
+}
+
+impl ChatRequest {
+    /// The request's function tools; `api` names the provider in errors about other kinds.
+    pub fn functions(&self, api: &str) -> Result<Vec<Function>, ProviderError> {
+        let mut out = Vec::new();
+        for (i, tool) in self
+            .param("tools")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            if tool.get("type").and_then(Value::as_str) != Some("function") {
+                return Err(ProviderError::Unsupported(format!(
+                    "tools[{i}]: only `function` tools can be sent to {api}"
+                )));
+            }
+            let f = tool.get("function").ok_or_else(|| {
+                ProviderError::BadRequest(format!("tools[{i}]: expected a `function` object"))
+            })?;
+            let name = f.get("name").and_then(Value::as_str).ok_or_else(|| {
+                ProviderError::BadRequest(format!("tools[{i}].function: expected a `name`"))
+            })?;
+            out.push(Function {
+                name: name.to_string(),
+                description: f.get("description").cloned(),
+                parameters: f.get("parameters").cloned(),
+            });
+        }
+        Ok(out)
+    }
+
+    pub fn tool_choice(&self) -> Result<Option<ToolChoice>, ProviderError> {
+        let Some(choice) = self.param("tool_choice") else {
+            return Ok(None);
+        };
+        Ok(Some(match choice {
+            Value::String(s) if s == "auto" => ToolChoice::Auto,
+            Value::String(s) if s == "none" => ToolChoice::None,
+            Value::String(s) if s == "required" => ToolChoice::Required,
+            Value::Object(o) => match o
+                .get("function")
+                .and_then(|f| f.get("name"))
+                .and_then(Value::as_str)
+            {
+                Some(name) => ToolChoice::Function(name.to_string()),
+                None => {
+                    return Err(ProviderError::BadRequest(
+                        "tool_choice: expected `function.name`".into(),
+                    ));
+                }
+            },
+            other => {
+                return Err(ProviderError::BadRequest(format!(
+                    "tool_choice: expected \"auto\", \"none\", \"required\" or a function, found {other}"
+                )));
+            }
+        }))
+    }
+}
+
+/// An assistant message's tool call: its id, function name and parsed arguments.
+pub fn tool_call_parts(
+    call: &Value,
+    i: usize,
+    j: usize,
+) -> Result<(&str, &str, Value), ProviderError> {
+    let at = || format!("messages[{i}].tool_calls[{j}]");
+    let f = call.get("function").ok_or_else(|| {
+        ProviderError::BadRequest(format!("{}: expected a `function` object", at()))
+    })?;
+    let arguments = f.get("arguments").and_then(Value::as_str).unwrap_or("");
+    let args = if arguments.trim().is_empty() {
+        serde_json::json!({})
+    } else {
+        serde_json::from_str(arguments).map_err(|e| {
+            ProviderError::BadRequest(format!("{}.function.arguments: not valid JSON: {e}", at()))
+        })?
+    };
+    Ok((
+        call.get("id").and_then(Value::as_str).unwrap_or_default(),
+        f.get("name").and_then(Value::as_str).unwrap_or_default(),
+        args,
+    ))
+}
+
+/// The URL of an `image_url` content part (`{"image_url": {"url": …}}` or the bare string form).
+pub fn image_url(part: &Value) -> Option<&str> {
+    part.get("image_url")
+        .and_then(|u| u.get("url").or(Some(u)))
+        .and_then(Value::as_str)
+}
+
 /// `data:image/png;base64,AAAA` → ("image/png", "AAAA").
 pub fn data_url(url: &str) -> Option<(&str, &str)> {
     let rest = url.strip_prefix("data:")?;

@@ -2,7 +2,6 @@
 //! DeepSeek, OpenRouter, Together, Ollama, vLLM…): the request goes out nearly
 //! untouched and the reply comes back byte for byte.
 
-use reqwest::header::AUTHORIZATION;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
@@ -55,12 +54,12 @@ fn post(call: &Call<'_>, request: &ChatRequest) -> Result<reqwest::RequestBuilde
             call.provider.name
         ))
     })?;
-    let mut builder = call.http.post(url).json(request);
-    if let Some(key) = &call.provider.key {
-        builder = builder.header(AUTHORIZATION, format!("Bearer {}", key.expose()));
-    }
-    for (name, value) in &call.provider.headers {
-        builder = builder.header(name, value);
-    }
-    Ok(builder)
+    Ok(wire::post(
+        call.http,
+        url,
+        call.provider,
+        "authorization",
+        "Bearer ",
+        request,
+    ))
 }

@@ -45,6 +45,26 @@ pub async fn send(
     Ok(response)
 }
 
+/// A POST carrying the provider's key in `header` (after `prefix`, such as "Bearer ")
+/// and the provider's own headers.
+pub fn post(
+    http: &reqwest::Client,
+    url: impl reqwest::IntoUrl,
+    provider: &Provider,
+    header: &str,
+    prefix: &str,
+    body: &impl serde::Serialize,
+) -> reqwest::RequestBuilder {
+    let mut builder = http.post(url).json(body);
+    if let Some(key) = &provider.key {
+        builder = builder.header(header, format!("{prefix}{}", key.expose()));
+    }
+    for (name, value) in &provider.headers {
+        builder = builder.header(name, value);
+    }
+    builder
+}
+
 /// The whole body of a successful non-streaming answer.
 pub async fn body(response: reqwest::Response, timeout: Duration) -> Result<Bytes, ProviderError> {
     response

@@ -153,17 +153,7 @@ pub fn call(hub: &Hub, registry: &Registry, name: &str, args: &Value) -> Option<
         "list_models" => {
             let models: Vec<Value> = match args.get("group").and_then(Value::as_str) {
                 Some(group) => match registry.groups.get(group) {
-                    Some(chain) => chain
-                        .iter()
-                        .filter_map(|t| {
-                            let p = registry.providers.get(&t.provider)?;
-                            let m = p
-                                .model(&t.model)
-                                .cloned()
-                                .unwrap_or_else(|| bare_model(&t.model));
-                            Some(model_json(hub, p, &m))
-                        })
-                        .collect(),
+                    Some(chain) => targets_json(hub, registry, chain),
                     None => {
                         let known: Vec<&String> = registry.groups.keys().collect();
                         return Some(error_result(format!(
@@ -206,17 +196,7 @@ pub fn call(hub: &Hub, registry: &Registry, name: &str, args: &Value) -> Option<
             };
             match crate::route::chain(registry, address) {
                 Ok(chain) => {
-                    let targets: Vec<Value> = chain
-                        .iter()
-                        .filter_map(|t| {
-                            let p = registry.providers.get(&t.provider)?;
-                            let m = p
-                                .model(&t.model)
-                                .cloned()
-                                .unwrap_or_else(|| bare_model(&t.model));
-                            Some(model_json(hub, p, &m))
-                        })
-                        .collect();
+                    let targets = targets_json(hub, registry, &chain);
                     json_result(json!({"address": address, "chain": targets}))
                 }
                 Err(e) => error_result(e.to_string()),
@@ -249,6 +229,21 @@ pub fn call(hub: &Hub, registry: &Registry, name: &str, args: &Value) -> Option<
         }
         _ => return None,
     })
+}
+
+/// Each target of a chain, with its provider's state and the model's metadata.
+fn targets_json(hub: &Hub, registry: &Registry, chain: &[crate::registry::Target]) -> Vec<Value> {
+    chain
+        .iter()
+        .filter_map(|t| {
+            let p = registry.providers.get(&t.provider)?;
+            let m = p
+                .model(&t.model)
+                .cloned()
+                .unwrap_or_else(|| bare_model(&t.model));
+            Some(model_json(hub, p, &m))
+        })
+        .collect()
 }
 
 /// A model addressed as provider/model without being listed: no metadata to show.

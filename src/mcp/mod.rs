@@ -346,6 +346,14 @@ impl Handler {
         }
     }
 
+    /// Whether the tool or prompt `name` is served by this handler's profile.
+    fn in_profile(&self, registry: &Registry, name: &str) -> Result<bool, McpError> {
+        Ok(match self.profile(registry)? {
+            None => true,
+            Some(p) => p.allows(self.mcp.backend_of(registry, name).as_deref(), name),
+        })
+    }
+
     /// Runs `work`, sending progress notifications while it lasts when the client asked
     /// for them, and giving up if the client cancels the request.
     async fn with_progress<F, T>(
@@ -440,9 +448,7 @@ impl ServerHandler for Handler {
                 None,
             )
         };
-        if let Some(profile) = self.profile(&registry)?
-            && !profile.allows(self.mcp.backend_of(&registry, name).as_deref(), name)
-        {
+        if !self.in_profile(&registry, name)? {
             return Err(unknown());
         }
         let (backend_tools, _) = self.mcp.backends.tools(
@@ -499,12 +505,7 @@ impl ServerHandler for Handler {
         let registry = self.mcp.hub.snapshot();
         let unknown =
             || McpError::invalid_params(format!("unknown prompt `{}`", request.name), None);
-        if let Some(profile) = self.profile(&registry)?
-            && !profile.allows(
-                self.mcp.backend_of(&registry, &request.name).as_deref(),
-                &request.name,
-            )
-        {
+        if !self.in_profile(&registry, &request.name)? {
             return Err(unknown());
         }
         let (backend_prompts, _) = self.mcp.backends.prompts(
