@@ -84,37 +84,37 @@ impl Mcp {
     /// The tools a client sees: built-ins, offered prompt tools, then backend tools;
     /// with a profile, only what it allows.
     pub fn tools(&self, registry: &Registry, profile: Option<&Profile>) -> Vec<Tool> {
-        let mut out = list_tools(registry);
+        let own = list_tools(registry).into_iter().map(|t| (t, None));
         let (backend, _) = self.backends.tools(
             &registry.settings.mcp_tool_separator,
             &Self::own_names(registry),
         );
-        for e in backend {
+        let backend = backend.into_iter().map(|e| {
             let mut tool = e.item;
             tool.name = e.name.into();
-            out.push(tool);
-        }
-        if let Some(p) = profile {
-            out.retain(|t| p.allows(self.backend_of(registry, &t.name).as_deref(), &t.name));
-        }
-        out
+            (tool, Some(e.backend))
+        });
+        own.chain(backend)
+            .filter(|(t, server)| profile.is_none_or(|p| p.allows(server.as_deref(), &t.name)))
+            .map(|(t, _)| t)
+            .collect()
     }
 
     pub fn prompts(&self, registry: &Registry, profile: Option<&Profile>) -> Vec<Prompt> {
-        let mut out = list_prompts(registry);
+        let own = list_prompts(registry).into_iter().map(|p| (p, None));
         let (backend, _) = self.backends.prompts(
             &registry.settings.mcp_tool_separator,
             &Self::own_names(registry),
         );
-        for e in backend {
+        let backend = backend.into_iter().map(|e| {
             let mut prompt = e.item;
             prompt.name = e.name;
-            out.push(prompt);
-        }
-        if let Some(p) = profile {
-            out.retain(|t| p.allows(self.backend_of(registry, &t.name).as_deref(), &t.name));
-        }
-        out
+            (prompt, Some(e.backend))
+        });
+        own.chain(backend)
+            .filter(|(p, server)| profile.is_none_or(|f| f.allows(server.as_deref(), &p.name)))
+            .map(|(p, _)| p)
+            .collect()
     }
 
     fn backend_of(&self, registry: &Registry, exposed: &str) -> Option<String> {

@@ -287,7 +287,7 @@ impl Registry {
     }
 }
 
-/// Reads an environment variable: `.env` beside hub.toml first, then the process.
+/// Reads a variable from the process environment (`.env` beside hub.toml fills gaps).
 pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 
 /// The process environment, as `build` is called outside tests.
@@ -301,11 +301,12 @@ pub fn build(
     generation: u64,
     env: EnvLookup,
 ) -> Result<Registry, Vec<ConfigError>> {
+    // The process environment wins: in production the keys come from the orchestrator,
+    // and a stray .env must not override them.
     let lookup = |name: &str| -> Option<String> {
-        tree.dotenv
-            .get(name)
-            .cloned()
-            .or_else(|| env(name))
+        env(name)
+            .filter(|v| !v.trim().is_empty())
+            .or_else(|| tree.dotenv.get(name).cloned())
             .filter(|v| !v.trim().is_empty())
     };
     let mut errors = Vec::new();
