@@ -64,6 +64,18 @@ pub fn reload(hub: &Hub) -> ReloadEvent {
         },
     };
     if let ReloadEvent::Failed { errors } = &outcome {
+        // Editors often write twice; the same broken files are reported once.
+        let repeated = hub
+            .status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .last_error
+            .as_ref()
+            .is_some_and(|last| &last.errors == errors);
+        if repeated {
+            let _ = hub.events.send(outcome.clone());
+            return outcome;
+        }
         for e in errors {
             tracing::error!("{e}");
         }
