@@ -62,7 +62,9 @@ pub fn main() -> ExitCode {
 
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // rmcp logs every message at info; its warnings are what an operator needs.
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,rmcp=warn"));
     // stderr only: stdout belongs to MCP's stdio transport.
     tracing_subscriber::fmt()
         .with_env_filter(filter)
