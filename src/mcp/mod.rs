@@ -1,10 +1,11 @@
 //! The MCP server (rmcp, a hand-written `ServerHandler` because the tool list changes at
-//! runtime): built-in tools, prompt tools and prompts, list_changed after reloads, and
-//! the stdio and streamable HTTP transports.
+//! runtime): built-in tools, prompt tools and prompts, aggregated backend servers,
+//! profiles, list_changed after reloads, and the stdio and streamable HTTP transports.
 
 pub mod backends;
 mod builtin;
 
+use std::collections::BTreeSet;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
@@ -27,9 +28,8 @@ use crate::hub::{Hub, ReloadEvent};
 use crate::registry::{Profile, Registry};
 use crate::tools::{self, ToolError, ToolOutput};
 use backends::Backends;
-use std::collections::BTreeSet;
 
-/// What changed for clients after a reload.
+/// What changed for clients after a reload or a backend's change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Changed {
     pub tools: bool,
