@@ -680,42 +680,28 @@ async fn mcp_over_http_checks_host_origin_and_the_gateway_key() {
             }
             req.send()
         };
-    assert_eq!(post(None, None, None).await.expect("send").status(), 401);
-    assert_eq!(
-        post(None, None, Some("wrong"))
-            .await
-            .expect("send")
-            .status(),
-        401
-    );
-    assert_eq!(
-        post(None, None, Some("gw-secret"))
-            .await
-            .expect("send")
-            .status(),
-        200
-    );
-    assert_eq!(
-        post(Some("evil.example.com"), None, Some("gw-secret"))
-            .await
-            .expect("send")
-            .status(),
-        403
-    );
-    assert_eq!(
-        post(None, Some("https://evil.example.com"), Some("gw-secret"))
-            .await
-            .expect("send")
-            .status(),
-        403
-    );
-    assert_eq!(
-        post(None, Some("http://localhost:3000"), Some("gw-secret"))
-            .await
-            .expect("send")
-            .status(),
-        200
-    );
+    let cases: [(
+        Option<&'static str>,
+        Option<&'static str>,
+        Option<&'static str>,
+        u16,
+    ); 6] = [
+        (None, None, None, 401),
+        (None, None, Some("wrong"), 401),
+        (None, None, Some("gw-secret"), 200),
+        (Some("evil.example.com"), None, Some("gw-secret"), 403),
+        (
+            None,
+            Some("https://evil.example.com"),
+            Some("gw-secret"),
+            403,
+        ),
+        (None, Some("http://localhost:3000"), Some("gw-secret"), 200),
+    ];
+    for (host, origin, key, status) in cases {
+        let got = post(host, origin, key).await.expect("send").status();
+        assert_eq!(got, status, "host {host:?}, origin {origin:?}, key {key:?}");
+    }
 }
 
 #[tokio::test]
