@@ -247,9 +247,10 @@ where
                     last = Some(ProviderError::Unsupported(reason));
                     break;
                 }
-                Err(ProviderError::Status { status, body, .. })
-                    if !(matches!(status, 408 | 429) || status >= 500) =>
-                {
+                Err(e @ ProviderError::Status { .. }) if !e.is_retryable() => {
+                    let ProviderError::Status { status, body, .. } = e else {
+                        unreachable!("matched as Status above")
+                    };
                     permit.success();
                     tracing::info!(provider = %target.provider, model = %target.model, status, "upstream refused the request");
                     return Err(RouteError::Rejected {
