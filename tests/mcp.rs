@@ -680,12 +680,7 @@ async fn mcp_over_http_checks_host_origin_and_the_gateway_key() {
             }
             req.send()
         };
-    let cases: [(
-        Option<&'static str>,
-        Option<&'static str>,
-        Option<&'static str>,
-        u16,
-    ); 6] = [
+    let cases = [
         (None, None, None, 401),
         (None, None, Some("wrong"), 401),
         (None, None, Some("gw-secret"), 200),
