@@ -61,7 +61,11 @@ pub async fn call(
             StatusCode::NOT_FOUND,
             "invalid_request_error",
             "tool_not_found",
-            format!("no tool `{name}`; tools: {}", known.join(", ")),
+            if known.is_empty() {
+                format!("no tool `{name}`: tools.d holds no tools")
+            } else {
+                format!("no tool `{name}`; tools: {}", known.join(", "))
+            },
         )
         .into_response();
     };
