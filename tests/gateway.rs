@@ -679,3 +679,48 @@ async fn models_lists_active_models_and_groups_in_openai_shape() {
         "LLMHUB_TEST_UNSET_KEY is not set"
     );
 }
+
+#[tokio::test]
+async fn the_upstreams_x_should_retry_verdict_wins_over_the_status() {
+    let final_503 = Mock::start(|_, _| async {
+        let mut r = json_response(503, &fixture("openai/error.503.json"));
+        r.headers_mut()
+            .insert("x-should-retry", "false".parse().expect("header"));
+        r
+    })
+    .await;
+    let (backup, server, _cfg) = two_provider_server(&final_503.url, "retries = 2").await;
+    let resp = server
+        .chat(json!({"model": "first", "messages": user("hi")}))
+        .await;
+    assert_eq!(resp.status(), 503, "returned as the upstream said it");
+    assert_eq!(final_503.count(), 1, "not retried");
+    assert_eq!(backup.count(), 0, "no fallback");
+
+    let conflict = Mock::start(|n, _| async move {
+        if n == 0 {
+            let mut r = json_response(
+                409,
+                r#"{"error":{"message":"busy","type":"conflict","code":null,"param":null}}"#,
+            );
+            r.headers_mut()
+                .insert("x-should-retry", "true".parse().expect("header"));
+            r
+        } else {
+            json_response(200, &fixture("openai/chat.response.json"))
+        }
+    })
+    .await;
+    let (backup, server, _cfg) = two_provider_server(&conflict.url, "retries = 1").await;
+    let resp = server
+        .chat(json!({"model": "first", "messages": user("hi")}))
+        .await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers()["x-llmhub-provider"],
+        "first",
+        "retried on the same provider"
+    );
+    assert_eq!(conflict.count(), 2);
+    assert_eq!(backup.count(), 0);
+}

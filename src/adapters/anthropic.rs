@@ -497,6 +497,7 @@ impl Translator for StreamTranslator {
                     status,
                     body: Bytes::from(body.to_string()),
                     retry_after: None,
+                    should_retry: None,
                 });
             }
             // ping, content_block_stop, and event types added after this was written.

@@ -494,6 +494,7 @@ impl Translator for StreamTranslator {
                 status,
                 body: Bytes::from(body.to_string()),
                 retry_after,
+                should_retry: None,
             });
         }
         let mut out = Vec::new();

@@ -129,6 +129,8 @@ pub enum ProviderError {
         status: u16,
         body: Bytes,
         retry_after: Option<Duration>,
+        /// The upstream's own `x-should-retry` verdict, which overrides the status rule.
+        should_retry: Option<bool>,
     },
     #[error("invalid response from upstream: {0}")]
     Protocol(String),
@@ -147,6 +149,10 @@ impl ProviderError {
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::Connect(_) | Self::Timeout(_) | Self::Protocol(_) => true,
+            Self::Status {
+                should_retry: Some(verdict),
+                ..
+            } => *verdict,
             Self::Status { status, .. } => matches!(status, 408 | 429) || *status >= 500,
             Self::Request(_) | Self::BadRequest(_) | Self::Unsupported(_) => false,
         }
@@ -570,6 +576,7 @@ mod tests {
             status: s,
             body: Bytes::new(),
             retry_after: None,
+            should_retry: None,
         };
         for s in [408, 429, 500, 502, 503, 529] {
             assert!(status(s).is_retryable(), "{s}");
@@ -578,6 +585,14 @@ mod tests {
             assert!(!status(s).is_retryable(), "{s}");
         }
         assert!(ProviderError::Timeout(Duration::from_secs(1)).is_retryable());
+        let overruled = |s, verdict| ProviderError::Status {
+            status: s,
+            body: Bytes::new(),
+            retry_after: None,
+            should_retry: Some(verdict),
+        };
+        assert!(!overruled(500, false).is_retryable());
+        assert!(overruled(409, true).is_retryable());
     }
 
     #[test]

@@ -115,6 +115,15 @@ async fn status_error(
 ) -> ProviderError {
     let status = response.status().as_u16();
     let mut retry_after = retry_after(response.headers());
+    let should_retry = match response
+        .headers()
+        .get("x-should-retry")
+        .and_then(|v| v.to_str().ok())
+    {
+        Some("true") => Some(true),
+        Some("false") => Some(false),
+        _ => None,
+    };
     let mut body = match tokio::time::timeout(timeout, response.bytes()).await {
         Ok(Ok(body)) => body,
         _ => Bytes::new(),
@@ -131,6 +140,7 @@ async fn status_error(
         status,
         body: scrub(body, provider),
         retry_after,
+        should_retry,
     }
 }
 
