@@ -12,10 +12,10 @@ use crate::config::{self, ConfigError};
 use crate::registry::{self, Registry, Settings, Status};
 use crate::route::breaker::Breakers;
 
-/// The outcome of the latest reload attempt, published to anyone watching.
+/// The outcome of a reload attempt. Only outcomes that change something are published
+/// (a watch channel keeps just the latest, so a no-op must not hide an earlier change).
 #[derive(Debug, Clone, PartialEq)]
 pub enum ReloadEvent {
-    Started,
     Applied { generation: u64 },
     Unchanged { generation: u64 },
     Failed { errors: Vec<String> },

@@ -20,7 +20,6 @@ const DEBOUNCE: Duration = Duration::from_millis(60);
 
 /// Loads the files again and swaps the snapshot if they changed and are valid.
 pub fn reload(hub: &Hub) -> ReloadEvent {
-    let _ = hub.events.send(ReloadEvent::Started);
     let current = hub.snapshot();
     let loaded = config::load(&hub.config_path);
     let outcome = match loaded.tree {
@@ -92,7 +91,9 @@ pub fn reload(hub: &Hub) -> ReloadEvent {
             errors: errors.clone(),
         });
     }
-    let _ = hub.events.send(outcome.clone());
+    if !matches!(outcome, ReloadEvent::Unchanged { .. }) {
+        let _ = hub.events.send(outcome.clone());
+    }
     outcome
 }
 

@@ -24,7 +24,7 @@ use serde_json::{Map, Value, json};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-use crate::hub::{Hub, ReloadEvent};
+use crate::hub::Hub;
 use crate::registry::{Profile, Registry};
 use crate::tools::{self, ToolError, ToolOutput};
 use backends::Backends;
@@ -212,15 +212,20 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// it came from a reload or from a backend.
 async fn follow(mcp: Arc<Mcp>) {
     let mut events = mcp.hub.subscribe();
+    // Compare generations rather than trusting each event: a watch channel keeps only
+    // the latest value, and two reloads in a row must not hide the first.
+    let mut synced = mcp.hub.snapshot().generation;
     loop {
         tokio::select! {
             changed = events.changed() => {
                 if changed.is_err() {
                     return;
                 }
-                let applied = matches!(*events.borrow_and_update(), ReloadEvent::Applied { .. });
-                if applied {
-                    mcp.backends.sync(&mcp.hub.snapshot());
+                events.borrow_and_update();
+                let registry = mcp.hub.snapshot();
+                if registry.generation != synced {
+                    synced = registry.generation;
+                    mcp.backends.sync(&registry);
                     mcp.announce().await;
                 }
             }
