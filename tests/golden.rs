@@ -59,7 +59,7 @@ fn canonical_requests_translate_to_anthropic() {
 #[test]
 fn canonical_requests_translate_to_gemini() {
     for name in REQUESTS {
-        let wire = gemini::to_wire(&canonical(name)).expect(name);
+        let wire = gemini::to_wire(&canonical(name), "gemini-2.5-flash").expect(name);
         golden(&format!("gemini/{name}.request.json"), &pretty(&wire));
     }
 }
@@ -86,7 +86,7 @@ fn the_fixture_chat_requests_come_out_as_the_providers_document_them() {
     .expect("json");
     assert_eq!(wire, expected);
 
-    let wire = gemini::to_wire(&request).expect("gemini");
+    let wire = gemini::to_wire(&request, "gemini-2.5-flash").expect("gemini");
     let expected: Value =
         serde_json::from_str(&read(&root().join("fixtures/gemini/chat.request.json")))
             .expect("json");
@@ -100,7 +100,7 @@ fn the_fixture_chat_requests_come_out_as_the_providers_document_them() {
         serde_json::from_str(&read(&root().join("fixtures/anthropic/tools.request.json")))
             .expect("json");
     assert_eq!(wire, expected);
-    let wire = gemini::to_wire(&tools).expect("gemini");
+    let wire = gemini::to_wire(&tools, "gemini-2.5-flash").expect("gemini");
     let expected: Value =
         serde_json::from_str(&read(&root().join("fixtures/gemini/tools.request.json")))
             .expect("json");
@@ -119,7 +119,7 @@ fn linked_images_go_to_anthropic_as_urls_and_are_refused_for_gemini() {
         wire["messages"][0]["content"][0]["source"],
         serde_json::json!({"type": "url", "url": "https://example.com/cat.png"})
     );
-    let err = gemini::to_wire(&request).expect_err("gemini needs data URLs");
+    let err = gemini::to_wire(&request, "gemini-2.5-flash").expect_err("gemini needs data URLs");
     assert!(
         matches!(err, ProviderError::Unsupported(ref m) if m.contains("messages[0].content[0]")),
         "{err}"

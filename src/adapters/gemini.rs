@@ -15,9 +15,12 @@ use super::{
     ToolChoice, wire,
 };
 
+/// The value Gemini 3 accepts in place of a thought signature for tool calls it did not make.
+pub const SKIP_SIGNATURE: &str = "skip_thought_signature_validator";
+
 pub async fn chat(call: Call<'_>) -> Result<Completion, ProviderError> {
     let request = call.prepared()?;
-    let body = to_wire(&request)?;
+    let body = to_wire(&request, call.model)?;
     let url = format!(
         "{}/v1beta/models/{}:generateContent",
         call.provider.base_url, call.model
@@ -32,7 +35,7 @@ pub async fn chat(call: Call<'_>) -> Result<Completion, ProviderError> {
 
 pub async fn chat_stream(call: Call<'_>) -> Result<ChunkStream, ProviderError> {
     let request = call.prepared()?;
-    let body = to_wire(&request)?;
+    let body = to_wire(&request, call.model)?;
     let url = format!(
         "{}/v1beta/models/{}:streamGenerateContent?alt=sse",
         call.provider.base_url, call.model
@@ -85,7 +88,7 @@ pub fn error_shape(body: &Value) -> Option<(Value, Option<Duration>)> {
 }
 
 /// The `generateContent` request body for an OpenAI chat request.
-pub fn to_wire(request: &ChatRequest) -> Result<Value, ProviderError> {
+pub fn to_wire(request: &ChatRequest, model: &str) -> Result<Value, ProviderError> {
     let mut body = Map::new();
     if let Some(system) = request.system_text() {
         body.insert(
@@ -93,9 +96,10 @@ pub fn to_wire(request: &ChatRequest) -> Result<Value, ProviderError> {
             json!({"parts": [{"text": system}]}),
         );
     }
+    let strict_signatures = model.starts_with("gemini-3");
     body.insert(
         "contents".into(),
-        Value::Array(contents(&request.messages)?),
+        Value::Array(contents(&request.messages, strict_signatures)?),
     );
 
     let mut config = Map::new();
@@ -224,7 +228,7 @@ pub fn schema_to_wire(schema: &Value) -> Value {
 
 /// Messages → `contents`: assistant becomes `model`, tool results `functionResponse`
 /// parts named after the call they answer, and consecutive roles are merged.
-fn contents(messages: &[Message]) -> Result<Vec<Value>, ProviderError> {
+fn contents(messages: &[Message], strict_signatures: bool) -> Result<Vec<Value>, ProviderError> {
     let mut call_names: HashMap<String, String> = HashMap::new();
     let mut out: Vec<(String, Vec<Value>)> = Vec::new();
     for (i, m) in messages.iter().enumerate() {
@@ -245,7 +249,17 @@ fn contents(messages: &[Message]) -> Result<Vec<Value>, ProviderError> {
                     if !id.is_empty() {
                         call_names.insert(id.to_string(), name.to_string());
                     }
-                    parts.push(json!({"functionCall": {"name": name, "args": args}}));
+                    let mut part = json!({"functionCall": {"name": name, "args": args}});
+                    match call.pointer("/extra_content/google/thought_signature") {
+                        Some(signature) => part["thoughtSignature"] = signature.clone(),
+                        // A history from another provider has none; Gemini 3 documents this
+                        // value for exactly that case. Only a turn's first call needs one.
+                        None if j == 0 && strict_signatures => {
+                            part["thoughtSignature"] = json!(SKIP_SIGNATURE);
+                        }
+                        None => {}
+                    }
+                    parts.push(part);
                 }
                 ("model", parts)
             }
@@ -378,6 +392,11 @@ fn tool_call(part: &Value, id: String, index: Option<usize>) -> Option<Value> {
     });
     if let Some(i) = index {
         out["index"] = json!(i);
+    }
+    // Google's own OpenAI-compatible endpoint carries the signature here; clients that
+    // send the history back keep it, and Gemini 3 refuses tool calls without it.
+    if let Some(signature) = part.get("thoughtSignature") {
+        out["extra_content"] = json!({"google": {"thought_signature": signature}});
     }
     Some(out)
 }
@@ -578,6 +597,59 @@ mod tests {
             json!({"type": "string", "nullable": true})
         );
         assert!(w["properties"]["tags"]["items"].get("$comment").is_none());
+    }
+
+    #[test]
+    fn thought_signatures_survive_the_round_trip_through_an_openai_client() {
+        let reply = json!({"responseId": "r1", "candidates": [{"content": {"role": "model", "parts": [
+            {"functionCall": {"name": "now", "args": {}}, "thoughtSignature": "c2ln"},
+            {"functionCall": {"name": "later", "args": {}}}]}, "finishReason": "STOP"}]});
+        let openai = from_wire(&reply, "gemini-3-pro", 0).expect("reply");
+        let calls = openai["choices"][0]["message"]["tool_calls"].clone();
+        assert_eq!(
+            calls[0]["extra_content"]["google"]["thought_signature"],
+            "c2ln"
+        );
+        // The client sends the history back with the assistant message as it got it.
+        let request: ChatRequest = serde_json::from_value(json!({"messages": [
+            {"role": "user", "content": "time?"},
+            {"role": "assistant", "content": null, "tool_calls": calls},
+            {"role": "tool", "tool_call_id": "call_r1_0", "content": "noon"},
+            {"role": "tool", "tool_call_id": "call_r1_1", "content": "later"}]}))
+        .expect("request");
+        let wire = to_wire(&request, "gemini-3-pro").expect("wire");
+        let parts = &wire["contents"][1]["parts"];
+        assert_eq!(parts[0]["thoughtSignature"], "c2ln");
+        assert!(
+            parts[1].get("thoughtSignature").is_none(),
+            "only the first parallel call carries one"
+        );
+    }
+
+    #[test]
+    fn a_history_from_another_provider_gets_the_documented_placeholder_on_gemini_3_only() {
+        let request: ChatRequest = serde_json::from_value(json!({"messages": [
+            {"role": "user", "content": "time?"},
+            {"role": "assistant", "tool_calls": [
+                {"id": "toolu_1", "type": "function", "function": {"name": "now", "arguments": "{}"}},
+                {"id": "toolu_2", "type": "function", "function": {"name": "later", "arguments": "{}"}}]}]}))
+        .expect("request");
+        let three = to_wire(&request, "gemini-3-flash").expect("wire");
+        assert_eq!(
+            three["contents"][1]["parts"][0]["thoughtSignature"],
+            SKIP_SIGNATURE
+        );
+        assert!(
+            three["contents"][1]["parts"][1]
+                .get("thoughtSignature")
+                .is_none()
+        );
+        let two = to_wire(&request, "gemini-2.5-flash").expect("wire");
+        assert!(
+            two["contents"][1]["parts"][0]
+                .get("thoughtSignature")
+                .is_none()
+        );
     }
 
     #[test]
