@@ -21,10 +21,8 @@ pub const DEFAULT_MAX_TOKENS: u64 = 4096;
 pub const JSON_TOOL: &str = "structured_output";
 
 pub async fn chat(call: Call<'_>) -> Result<Completion, ProviderError> {
-    let request = call.prepared()?;
+    let (request, response) = send(&call, false).await?;
     let json_mode = request.response_format()? != ResponseFormat::Text;
-    let body = to_wire(&request, call.model, default_max_tokens(&call), false)?;
-    let response = wire::send(post(&call, &body), call.provider, false, error_shape).await?;
     let reply = wire::json(response, call.provider.timeout).await?;
     let openai = from_wire(&reply, super::unix_now(), json_mode)?;
     Ok(Completion {
@@ -33,10 +31,8 @@ pub async fn chat(call: Call<'_>) -> Result<Completion, ProviderError> {
 }
 
 pub async fn chat_stream(call: Call<'_>) -> Result<ChunkStream, ProviderError> {
-    let request = call.prepared()?;
+    let (request, response) = send(&call, true).await?;
     let json_mode = request.response_format()? != ResponseFormat::Text;
-    let body = to_wire(&request, call.model, default_max_tokens(&call), true)?;
-    let response = wire::send(post(&call, &body), call.provider, true, error_shape).await?;
     let translator = StreamTranslator::new(request.include_usage(), json_mode, super::unix_now());
     Ok(super::sse::translate(
         response,
@@ -45,17 +41,25 @@ pub async fn chat_stream(call: Call<'_>) -> Result<ChunkStream, ProviderError> {
     ))
 }
 
+/// Translates and sends the request; the prepared request comes back for the reply's translation.
+async fn send(
+    call: &Call<'_>,
+    stream: bool,
+) -> Result<(ChatRequest, reqwest::Response), ProviderError> {
+    let request = call.prepared()?;
+    let body = to_wire(&request, call.model, default_max_tokens(call), stream)?;
+    let url = format!("{}/v1/messages", call.provider.base_url);
+    let builder = wire::post(call.http, url, call.provider, "x-api-key", "", &body)
+        .header("anthropic-version", API_VERSION);
+    let response = wire::send(builder, call.provider, stream, error_shape).await?;
+    Ok((request, response))
+}
+
 fn default_max_tokens(call: &Call<'_>) -> u64 {
     call.provider
         .model(call.model)
         .and_then(|m| m.max_output_tokens)
         .unwrap_or(DEFAULT_MAX_TOKENS)
-}
-
-fn post(call: &Call<'_>, body: &Value) -> reqwest::RequestBuilder {
-    let url = format!("{}/v1/messages", call.provider.base_url);
-    wire::post(call.http, url, call.provider, "x-api-key", "", body)
-        .header("anthropic-version", API_VERSION)
 }
 
 /// `{"type":"error","error":{"type","message"}}` → OpenAI's error shape.

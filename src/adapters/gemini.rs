@@ -19,13 +19,7 @@ use super::{
 pub const SKIP_SIGNATURE: &str = "skip_thought_signature_validator";
 
 pub async fn chat(call: Call<'_>) -> Result<Completion, ProviderError> {
-    let request = call.prepared()?;
-    let body = to_wire(&request, call.model)?;
-    let url = format!(
-        "{}/v1beta/models/{}:generateContent",
-        call.provider.base_url, call.model
-    );
-    let response = wire::send(post(&call, url, &body), call.provider, false, error_shape).await?;
+    let (_, response) = send(&call, "generateContent").await?;
     let reply = wire::json(response, call.provider.timeout).await?;
     let openai = from_wire(&reply, call.model, super::unix_now())?;
     Ok(Completion {
@@ -34,13 +28,7 @@ pub async fn chat(call: Call<'_>) -> Result<Completion, ProviderError> {
 }
 
 pub async fn chat_stream(call: Call<'_>) -> Result<ChunkStream, ProviderError> {
-    let request = call.prepared()?;
-    let body = to_wire(&request, call.model)?;
-    let url = format!(
-        "{}/v1beta/models/{}:streamGenerateContent?alt=sse",
-        call.provider.base_url, call.model
-    );
-    let response = wire::send(post(&call, url, &body), call.provider, true, error_shape).await?;
+    let (request, response) = send(&call, "streamGenerateContent?alt=sse").await?;
     let translator = StreamTranslator::new(call.model, request.include_usage(), super::unix_now());
     Ok(super::sse::translate(
         response,
@@ -49,9 +37,22 @@ pub async fn chat_stream(call: Call<'_>) -> Result<ChunkStream, ProviderError> {
     ))
 }
 
-fn post(call: &Call<'_>, url: String, body: &Value) -> reqwest::RequestBuilder {
-    // The header, never the `?key=` parameter: URLs end up in logs.
-    wire::post(call.http, url, call.provider, "x-goog-api-key", "", body)
+/// Translates and sends the request to `models/{model}:{method}`, key in a header (never
+/// the `?key=` parameter: URLs end up in logs).
+async fn send(
+    call: &Call<'_>,
+    method: &str,
+) -> Result<(ChatRequest, reqwest::Response), ProviderError> {
+    let request = call.prepared()?;
+    let body = to_wire(&request, call.model)?;
+    let url = format!(
+        "{}/v1beta/models/{}:{method}",
+        call.provider.base_url, call.model
+    );
+    let builder = wire::post(call.http, url, call.provider, "x-goog-api-key", "", &body);
+    let stream = method.starts_with("stream");
+    let response = wire::send(builder, call.provider, stream, error_shape).await?;
+    Ok((request, response))
 }
 
 /// Google's `{"error":{"code","message","status","details"}}` → OpenAI's shape, with the
