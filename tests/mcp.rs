@@ -166,6 +166,38 @@ async fn stdio_client(cfg: &ConfigDir, handler: Recorder) -> RunningService<Role
         .expect("initialize")
 }
 
+/// `llmhub mcp` as a child process over the shipped tools, its upstream answering JSON
+/// requests with `json_reply`.
+struct StdioSession {
+    mock: Mock,
+    cfg: ConfigDir,
+    client: RunningService<RoleClient, Recorder>,
+    tools_changed: Arc<Notify>,
+    prompts_changed: Arc<Notify>,
+}
+
+impl StdioSession {
+    async fn close(self) {
+        self.client.cancel().await.expect("close");
+    }
+}
+
+async fn stdio_session(json_reply: &'static str) -> StdioSession {
+    let mock = upstream(json_reply).await;
+    let cfg = config(&mock);
+    let (handler, _) = recorder();
+    let tools_changed = handler.tools_changed.clone();
+    let prompts_changed = handler.prompts_changed.clone();
+    let client = stdio_client(&cfg, handler).await;
+    StdioSession {
+        mock,
+        cfg,
+        client,
+        tools_changed,
+        prompts_changed,
+    }
+}
+
 async fn http_client(server: &Server, handler: Recorder) -> RunningService<RoleClient, Recorder> {
     let transport = StreamableHttpClientTransport::from_uri(format!("{}/mcp", server.url));
     within("the MCP handshake", handler.serve(transport))
@@ -175,10 +207,10 @@ async fn http_client(server: &Server, handler: Recorder) -> RunningService<RoleC
 
 #[tokio::test]
 async fn stdio_serves_builtin_and_prompt_tools_and_prompts() {
-    let mock = upstream(r#"{"entities": [{"name": "Ada Lovelace", "type": "person"}]}"#).await;
-    let cfg = config(&mock);
-    let (handler, _) = recorder();
-    let client = stdio_client(&cfg, handler).await;
+    // Bound whole: dropping a field would stop its mock or delete its folder.
+    let session =
+        stdio_session(r#"{"entities": [{"name": "Ada Lovelace", "type": "person"}]}"#).await;
+    let (mock, client) = (&session.mock, &session.client);
 
     let tools = client.list_all_tools().await.expect("tools/list");
     let names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
@@ -220,7 +252,7 @@ async fn stdio_serves_builtin_and_prompt_tools_and_prompts() {
 
     // chat_completion goes through routing: the reply, and who answered.
     let result = call(
-        &client,
+        client,
         "chat_completion",
         json!({"prompt": "hello", "system": "be brief"}),
     )
@@ -240,7 +272,7 @@ async fn stdio_serves_builtin_and_prompt_tools_and_prompts() {
 
     // Each shipped prompt tool renders its templates and routes.
     let result = call(
-        &client,
+        client,
         "code_review",
         json!({"code": "fn main() {}", "language": "Rust", "focus": "bugs"}),
     )
@@ -261,7 +293,7 @@ async fn stdio_serves_builtin_and_prompt_tools_and_prompts() {
     assert_eq!(sent["max_tokens"], 2000);
 
     let result = call(
-        &client,
+        client,
         "translate",
         json!({"text": "Hello", "target_language": "French", "tone": "formal"}),
     )
@@ -270,7 +302,7 @@ async fn stdio_serves_builtin_and_prompt_tools_and_prompts() {
         text(&result),
         "reply to: Translate the following text into French, in a formal tone:\n\nHello"
     );
-    let result = call(&client, "summarize", json!({"text": "A long story."})).await;
+    let result = call(client, "summarize", json!({"text": "A long story."})).await;
     assert_eq!(
         text(&result),
         "reply to: Summarize the following text:\n\nA long story."
@@ -278,7 +310,7 @@ async fn stdio_serves_builtin_and_prompt_tools_and_prompts() {
 
     // Structured output: the model is asked for JSON and the reply comes back validated.
     let result = call(
-        &client,
+        client,
         "extract_entities",
         json!({"text": "Ada Lovelace wrote notes."}),
     )
@@ -332,22 +364,22 @@ async fn stdio_serves_builtin_and_prompt_tools_and_prompts() {
         "prompts/get makes no model call"
     );
 
-    let health = call(&client, "health_check", json!({})).await;
+    let health = call(client, "health_check", json!({})).await;
     assert_eq!(
         health.structured_content.expect("health")["providers"]["up"]["active"],
         true
     );
-    let info = call(&client, "get_model_info", json!({"model": "smart"})).await;
+    let info = call(client, "get_model_info", json!({"model": "smart"})).await;
     assert_eq!(
         info.structured_content.expect("info")["chain"][0]["id"],
         "up/gpt-4o-mini"
     );
-    let listed = call(&client, "list_models", json!({"group": "smart"})).await;
+    let listed = call(client, "list_models", json!({"group": "smart"})).await;
     assert_eq!(
         listed.structured_content.expect("models")["models"][0]["provider"],
         "up"
     );
-    let active = call(&client, "list_active_tools", json!({})).await;
+    let active = call(client, "list_active_tools", json!({})).await;
     let active = active.structured_content.expect("tools");
     let review = active["tools"]
         .as_array()
@@ -359,18 +391,16 @@ async fn stdio_serves_builtin_and_prompt_tools_and_prompts() {
     assert_eq!(review["env_keys"], json!([{"name": KEY_ENV, "set": true}]));
     assert!(!active.to_string().contains(KEY), "never a key's value");
 
-    client.cancel().await.expect("close");
+    session.close().await;
 }
 
 #[tokio::test]
 async fn bad_arguments_are_tool_errors_with_json_paths_and_unknown_tools_are_protocol_errors() {
-    let mock = upstream("{}").await;
-    let cfg = config(&mock);
-    let (handler, _) = recorder();
-    let client = stdio_client(&cfg, handler).await;
+    let session = stdio_session("{}").await;
+    let (mock, client) = (&session.mock, &session.client);
 
     let result = call(
-        &client,
+        client,
         "code_review",
         json!({"language": 7, "focus": "vibes", "extra": true}),
     )
@@ -393,7 +423,7 @@ async fn bad_arguments_are_tool_errors_with_json_paths_and_unknown_tools_are_pro
     assert!(message.contains("'extra' was unexpected"), "{message}");
 
     let result = call(
-        &client,
+        client,
         "chat_completion",
         json!({"prompt": "x", "temperature": 5}),
     )
@@ -405,7 +435,7 @@ async fn bad_arguments_are_tool_errors_with_json_paths_and_unknown_tools_are_pro
         text(&result)
     );
     let result = call(
-        &client,
+        client,
         "chat_completion",
         json!({"model": "nope", "prompt": "x"}),
     )
@@ -426,16 +456,14 @@ async fn bad_arguments_are_tool_errors_with_json_paths_and_unknown_tools_are_pro
         err.to_string().contains("unknown tool `no_such_tool`"),
         "{err}"
     );
-    client.cancel().await.expect("close");
+    session.close().await;
 }
 
 #[tokio::test]
 async fn a_reply_that_breaks_the_output_schema_is_an_error_result_saying_why() {
-    let mock = upstream(r#"{"entities": [{"name": "Ada", "type": "wizard"}]}"#).await;
-    let cfg = config(&mock);
-    let (handler, _) = recorder();
-    let client = stdio_client(&cfg, handler).await;
-    let result = call(&client, "extract_entities", json!({"text": "Ada"})).await;
+    let session = stdio_session(r#"{"entities": [{"name": "Ada", "type": "wizard"}]}"#).await;
+    let client = &session.client;
+    let result = call(client, "extract_entities", json!({"text": "Ada"})).await;
     assert_eq!(result.is_error, Some(true));
     let message = text(&result);
     assert!(
@@ -450,17 +478,14 @@ async fn a_reply_that_breaks_the_output_schema_is_an_error_result_saying_why() {
         message.contains(r#""type": "wizard""#),
         "the reply is shown: {message}"
     );
-    client.cancel().await.expect("close");
+    session.close().await;
 }
 
 #[tokio::test]
 async fn editing_tools_d_notifies_connected_stdio_sessions() {
-    let mock = upstream("{}").await;
-    let cfg = config(&mock);
-    let (handler, _) = recorder();
-    let tools_changed = handler.tools_changed.clone();
-    let prompts_changed = handler.prompts_changed.clone();
-    let client = stdio_client(&cfg, handler).await;
+    let session = stdio_session("{}").await;
+    let (cfg, client) = (&session.cfg, &session.client);
+    let (tools_changed, prompts_changed) = (&session.tools_changed, &session.prompts_changed);
     assert!(
         client
             .list_all_tools()
@@ -478,7 +503,7 @@ async fn editing_tools_d_notifies_connected_stdio_sessions() {
     within("prompts/list_changed", prompts_changed.notified()).await;
     let tools = client.list_all_tools().await.expect("list");
     assert!(tools.iter().any(|t| t.name == "haiku"));
-    let result = call(&client, "haiku", json!({"topic": "rust"})).await;
+    let result = call(client, "haiku", json!({"topic": "rust"})).await;
     assert_eq!(text(&result), "reply to: A haiku about rust");
 
     // The provider's key goes away: every tool that needs it disappears.
@@ -496,7 +521,7 @@ async fn editing_tools_d_notifies_connected_stdio_sessions() {
         "{names:?}"
     );
     assert!(names.contains(&"chat_completion".to_string()));
-    let active = call(&client, "list_active_tools", json!({}))
+    let active = call(client, "list_active_tools", json!({}))
         .await
         .structured_content
         .expect("tools");
@@ -515,7 +540,7 @@ async fn editing_tools_d_notifies_connected_stdio_sessions() {
             .is_some_and(|r| r.contains(&format!("{KEY_ENV} is not set"))),
         "{haiku}"
     );
-    client.cancel().await.expect("close");
+    session.close().await;
 }
 
 #[tokio::test]
