@@ -219,19 +219,9 @@ fn messages(input: &[Message]) -> Result<Vec<Value>, ProviderError> {
                     ],
                 )
             }
-            other => {
-                return Err(ProviderError::BadRequest(format!(
-                    "messages[{i}].role: expected system, developer, user, assistant or tool, found \"{other}\""
-                )));
-            }
+            other => return Err(super::unknown_role(i, other)),
         };
-        if blocks.is_empty() {
-            continue;
-        }
-        match out.last_mut() {
-            Some((last, existing)) if last == role => existing.extend(blocks),
-            _ => out.push((role.to_string(), blocks)),
-        }
+        super::push_turn(&mut out, role, blocks);
     }
     Ok(out
         .into_iter()

@@ -285,19 +285,9 @@ fn contents(messages: &[Message], strict_signatures: bool) -> Result<Vec<Value>,
                     vec![json!({"functionResponse": {"name": name, "response": response}})],
                 )
             }
-            other => {
-                return Err(ProviderError::BadRequest(format!(
-                    "messages[{i}].role: expected system, developer, user, assistant or tool, found \"{other}\""
-                )));
-            }
+            other => return Err(super::unknown_role(i, other)),
         };
-        if parts.is_empty() {
-            continue;
-        }
-        match out.last_mut() {
-            Some((last, existing)) if last == role => existing.extend(parts),
-            _ => out.push((role.to_string(), parts)),
-        }
+        super::push_turn(&mut out, role, parts);
     }
     Ok(out
         .into_iter()
@@ -402,6 +392,15 @@ fn tool_call(part: &Value, id: String, index: Option<usize>) -> Option<Value> {
     Some(out)
 }
 
+/// A candidate's parts that belong to the answer (thought summaries are left out).
+fn answer_parts(candidate: &Value) -> impl Iterator<Item = &Value> {
+    candidate["content"]["parts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|part| part["thought"] != true)
+}
+
 /// Gemini gives calls no ids (before Gemini 3): make stable ones from the response id.
 fn call_id(part: &Value, response_id: &str, n: usize) -> String {
     part["functionCall"]["id"]
@@ -441,14 +440,7 @@ pub fn from_wire(reply: &Value, model: &str, created: u64) -> Result<Value, Prov
     };
     let mut text = String::new();
     let mut calls = Vec::new();
-    for part in candidate["content"]["parts"]
-        .as_array()
-        .into_iter()
-        .flatten()
-    {
-        if part["thought"] == true {
-            continue;
-        }
+    for part in answer_parts(candidate) {
         if let Some(t) = part["text"].as_str() {
             text.push_str(t);
         }
@@ -541,14 +533,7 @@ impl Translator for StreamTranslator {
             }
             return Ok(Step::Chunks(out));
         };
-        for part in candidate["content"]["parts"]
-            .as_array()
-            .into_iter()
-            .flatten()
-        {
-            if part["thought"] == true {
-                continue;
-            }
+        for part in answer_parts(candidate) {
             if let Some(t) = part["text"].as_str().filter(|t| !t.is_empty()) {
                 out.push(self.chunker.chunk(json!({"content": t}), None));
             }

@@ -449,6 +449,25 @@ pub fn image_url(part: &Value) -> Option<&str> {
         .and_then(Value::as_str)
 }
 
+/// For APIs whose turns must alternate: appends `items` to the last turn when it has the
+/// same role, else starts a new turn; empty items add nothing.
+pub fn push_turn(turns: &mut Vec<(String, Vec<Value>)>, role: &str, items: Vec<Value>) {
+    if items.is_empty() {
+        return;
+    }
+    match turns.last_mut() {
+        Some((last, existing)) if last == role => existing.extend(items),
+        _ => turns.push((role.to_string(), items)),
+    }
+}
+
+/// A message role no translated API has.
+pub fn unknown_role(i: usize, role: &str) -> ProviderError {
+    ProviderError::BadRequest(format!(
+        "messages[{i}].role: expected system, developer, user, assistant or tool, found \"{role}\""
+    ))
+}
+
 /// `data:image/png;base64,AAAA` → ("image/png", "AAAA").
 pub fn data_url(url: &str) -> Option<(&str, &str)> {
     let rest = url.strip_prefix("data:")?;
