@@ -8,8 +8,9 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 
 use crate::config::ConfigError;
-use crate::hub::{self, Hub};
-use crate::registry::{Registry, Status};
+use crate::hub::breaker::BreakerView;
+use crate::hub::{self, Health, Hub};
+use crate::registry::{Registry, Secret, Status};
 
 #[derive(Parser)]
 #[command(name = "llmhub", version, about = "A configuration-driven LLM gateway")]
@@ -227,28 +228,27 @@ fn models(config: &Path) -> ExitCode {
         }
     };
     use std::fmt::Write as _;
-    let live = live_health(r.settings.listen);
+    let live = live_health(r.settings.listen, r.settings.api_keys.first());
     let mut out = String::new();
     for p in r.providers.values() {
         let mut status = match &p.status {
             Status::Active => "active".to_string(),
             Status::Inactive(why) => format!("inactive: {why}"),
         };
-        if let Some(circuit) = live.as_ref().map(|h| &h["providers"][&p.name]["circuit"]) {
-            match circuit["state"].as_str() {
-                Some("open") => status.push_str(&format!(
-                    ", circuit open (next probe in {:.0}s)",
-                    circuit["retry_in_s"].as_f64().unwrap_or(0.0)
-                )),
-                Some("half_open") => status.push_str(", circuit half-open (probing)"),
-                Some("closed") => match circuit["consecutive_failures"].as_u64() {
-                    Some(n) if n > 0 => {
-                        status.push_str(&format!(", circuit closed ({n} recent failures)"))
-                    }
-                    _ => status.push_str(", circuit closed"),
-                },
-                _ => {}
+        let circuit = live
+            .as_ref()
+            .and_then(|h| h.providers.as_ref()?.get(&p.name))
+            .map(|v| &v.circuit);
+        match circuit {
+            Some(BreakerView::Open { retry_in_s }) => {
+                status.push_str(&format!(", circuit open (next probe in {retry_in_s:.0}s)"))
             }
+            Some(BreakerView::HalfOpen) => status.push_str(", circuit half-open (probing)"),
+            Some(BreakerView::Closed {
+                consecutive_failures: n,
+            }) if *n > 0 => status.push_str(&format!(", circuit closed ({n} recent failures)")),
+            Some(BreakerView::Closed { .. }) => status.push_str(", circuit closed"),
+            None => {}
         }
         let _ = writeln!(out, "{} ({} adapter) {status}", p.name, p.adapter.as_str());
         for m in &p.models {
@@ -285,15 +285,10 @@ fn models(config: &Path) -> ExitCode {
         };
         if let Some(state) = live
             .as_ref()
-            .map(|h| &h["backends"][&b.name])
-            .filter(|v| !v.is_null())
+            .and_then(|h| h.backends.as_ref()?.get(&b.name))
         {
-            status.push_str(&format!(
-                ", {} ({} tools)",
-                state["status"].as_str().unwrap_or("?"),
-                state["tools"]
-            ));
-            if let Some(why) = state["reason"].as_str() {
+            status.push_str(&format!(", {} ({} tools)", state.status, state.tools));
+            if let Some(why) = &state.reason {
                 status.push_str(&format!(": {why}"));
             }
         }
@@ -316,9 +311,9 @@ fn models(config: &Path) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// The shipped configuration, so `init` writes exactly what `serve` runs in this repository.
-/// The running server's `/health`, if one answers on the configured address, for its breaker states.
-fn live_health(listen: std::net::SocketAddr) -> Option<serde_json::Value> {
+/// The running server's `/health`, if one answers on the configured address, for its
+/// breaker and backend states; with an admin key when the gateway has keys.
+fn live_health(listen: std::net::SocketAddr, key: Option<&Secret>) -> Option<Health> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -328,16 +323,16 @@ fn live_health(listen: std::net::SocketAddr) -> Option<serde_json::Value> {
             .timeout(std::time::Duration::from_millis(500))
             .build()
             .ok()?;
-        let response = client
-            .get(format!("http://{listen}/health"))
-            .send()
-            .await
-            .ok()?;
-        let health: serde_json::Value = response.json().await.ok()?;
-        health.get("providers").is_some().then_some(health)
+        let mut request = client.get(format!("http://{listen}/health"));
+        if let Some(key) = key {
+            request = request.bearer_auth(key.expose());
+        }
+        let health: Health = request.send().await.ok()?.json().await.ok()?;
+        health.providers.is_some().then_some(health)
     })
 }
 
+/// The shipped configuration, so `init` writes exactly what `serve` runs in this repository.
 const STARTER: [(&str, &str); 18] = [
     ("hub.toml", include_str!("../hub.toml")),
     (

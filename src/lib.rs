@@ -5,6 +5,7 @@
 //! through [`route`] to one of the wire formats in [`adapters`].
 
 pub mod adapters;
+pub mod chat;
 pub mod cli;
 pub mod config;
 pub mod http;

@@ -5,14 +5,15 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use notify_debouncer_full::notify::{RecommendedWatcher, RecursiveMode};
+use notify_debouncer_full::notify::event::{AccessKind, AccessMode};
+use notify_debouncer_full::notify::{EventKind, RecommendedWatcher, RecursiveMode};
 use notify_debouncer_full::{DebounceEventResult, Debouncer, RecommendedCache, new_debouncer};
 use tokio::sync::mpsc;
 
 use crate::config::{self, PROVIDERS_DIR, SERVERS_DIR, TOOLS_DIR};
-use crate::hub::{Hub, ReloadEvent, ReloadFailure};
+use crate::hub::{Hub, ReloadEvent};
 use crate::registry;
 
 /// Editors and `cp` write in bursts; one quiet spell this long ends a batch.
@@ -22,82 +23,28 @@ const DEBOUNCE: Duration = Duration::from_millis(60);
 pub fn reload(hub: &Hub) -> ReloadEvent {
     let current = hub.snapshot();
     let loaded = config::load(&hub.config_path);
-    let outcome = match loaded.tree {
-        Some(tree) if loaded.errors.is_empty() && tree.fingerprint == current.fingerprint => {
-            // Reverting a broken edit lands here: the good config is serving, so the error is over.
-            hub.status
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .last_error = None;
-            ReloadEvent::Unchanged {
-                generation: current.generation,
-            }
-        }
-        Some(tree) => {
-            let mut errors = loaded.errors;
-            match registry::build(&tree, current.generation + 1, &registry::process_env) {
-                Ok(next) if errors.is_empty() => {
-                    let generation = next.generation;
-                    note_restart_settings(hub, &next);
-                    hub.publish(next);
-                    hub.status
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .last_error = None;
-                    tracing::info!(generation, "configuration reloaded");
-                    ReloadEvent::Applied { generation }
-                }
-                Ok(_) => ReloadEvent::Failed {
-                    errors: errors.iter().map(ToString::to_string).collect(),
-                },
-                Err(more) => {
-                    errors.extend(more);
-                    ReloadEvent::Failed {
-                        errors: errors.iter().map(ToString::to_string).collect(),
-                    }
-                }
-            }
-        }
-        None => ReloadEvent::Failed {
-            errors: loaded.errors.iter().map(ToString::to_string).collect(),
-        },
+    let Some(tree) = loaded.tree else {
+        return hub.reject(loaded.errors.iter().map(ToString::to_string).collect());
     };
-    if let ReloadEvent::Failed { errors } = &outcome {
-        // Editors often write twice; the same broken files are reported once.
-        let repeated = hub
-            .status
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .last_error
-            .as_ref()
-            .is_some_and(|last| &last.errors == errors);
-        if repeated {
-            let _ = hub.events.send(outcome.clone());
-            return outcome;
-        }
-        for e in errors {
-            tracing::error!("{e}");
-        }
-        tracing::error!(
-            errors = errors.len(),
-            generation = current.generation,
-            "configuration rejected; still serving the last good one"
-        );
-        hub.status
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .last_error = Some(ReloadFailure {
-            at: SystemTime::now(),
-            errors: errors.clone(),
-        });
+    if loaded.errors.is_empty() && tree.fingerprint == current.fingerprint {
+        return hub.unchanged();
     }
-    if !matches!(outcome, ReloadEvent::Unchanged { .. }) {
-        let _ = hub.events.send(outcome.clone());
+    let mut errors = loaded.errors;
+    match registry::build(&tree, current.generation + 1, &registry::process_env) {
+        Ok(next) if errors.is_empty() => {
+            let pending = restart_settings(hub, &next);
+            hub.apply(next, pending)
+        }
+        Ok(_) => hub.reject(errors.iter().map(ToString::to_string).collect()),
+        Err(more) => {
+            errors.extend(more);
+            hub.reject(errors.iter().map(ToString::to_string).collect())
+        }
     }
-    outcome
 }
 
-fn note_restart_settings(hub: &Hub, next: &registry::Registry) {
+/// Settings read from the files that differ from the started ones but only a restart applies.
+fn restart_settings(hub: &Hub, next: &registry::Registry) -> Vec<String> {
     let (was, now) = (&hub.started, &next.settings);
     let mut pending = Vec::new();
     let mut differs = |key: &str, before: String, after: String| {
@@ -132,10 +79,7 @@ fn note_restart_settings(hub: &Hub, next: &registry::Registry) {
         format!("{:?}", was.mcp_allowed_origins),
         format!("{:?}", now.mcp_allowed_origins),
     );
-    hub.status
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .pending_restart = pending;
+    pending
 }
 
 /// Keeps the watcher alive; dropping it stops watching.
@@ -155,6 +99,7 @@ pub fn watch(hub: Arc<Hub>) -> notify_debouncer_full::notify::Result<Watch> {
         let Ok(events) = result else { return };
         let relevant = events
             .iter()
+            .filter(|e| is_write(&e.kind))
             .flat_map(|e| e.paths.iter())
             .any(|p| is_relevant(p, &handler_dir, hub_name.as_deref()));
         if relevant {
@@ -217,6 +162,16 @@ fn rewatch(
     }
 }
 
+/// Whether an event can change what a file holds. Opening and reading one cannot, and
+/// a reload reads every file: counting reads would make each reload trigger the next.
+fn is_write(kind: &EventKind) -> bool {
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        _ => true,
+    }
+}
+
 /// Changes to hub.toml, `.env`, a `.d` folder or its `.toml` files, or a ConfigMap's `..data` swap.
 fn is_relevant(path: &Path, dir: &Path, hub_name: Option<&std::ffi::OsStr>) -> bool {
     let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
@@ -240,6 +195,22 @@ fn is_relevant(path: &Path, dir: &Path, hub_name: Option<&std::ffi::OsStr>) -> b
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_do_not_trigger_a_reload() {
+        use notify_debouncer_full::notify::event::{CreateKind, ModifyKind};
+        assert!(!is_write(&EventKind::Access(AccessKind::Open(
+            AccessMode::Any
+        ))));
+        assert!(!is_write(&EventKind::Access(AccessKind::Close(
+            AccessMode::Read
+        ))));
+        assert!(is_write(&EventKind::Access(AccessKind::Close(
+            AccessMode::Write
+        ))));
+        assert!(is_write(&EventKind::Modify(ModifyKind::Any)));
+        assert!(is_write(&EventKind::Create(CreateKind::File)));
+    }
 
     #[test]
     fn only_configuration_files_trigger_a_reload() {

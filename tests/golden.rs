@@ -8,7 +8,8 @@ use bytes::Bytes;
 use eventsource_stream::Eventsource;
 use futures_util::StreamExt;
 use llmhub::adapters::sse::{Step, Translator};
-use llmhub::adapters::{ChatRequest, ProviderError, anthropic, gemini};
+use llmhub::adapters::{anthropic, gemini};
+use llmhub::chat::{ChatRequest, ProviderError};
 use serde_json::Value;
 
 const REQUESTS: [&str; 5] = ["plain", "system", "tools", "images", "response_format"];

@@ -252,3 +252,38 @@ async fn in_flight_requests_finish_on_the_snapshot_they_started_with() {
     assert_eq!(seen[0].body["messages"][0]["content"], "generation one");
     assert_eq!(seen[1].body["messages"][0]["content"], "generation two");
 }
+
+/// How many reloads the server ran, by outcome.
+async fn reload_counts(server: &Server) -> Value {
+    server.get_json("/health").await["config"]["reloads"].clone()
+}
+
+#[tokio::test]
+async fn an_idle_gateway_reads_no_files_after_a_read_or_an_edit() {
+    let up = Mock::ok().await;
+    let cfg = ConfigDir::new(HUB);
+    cfg.provider("up", &up.url, "models = [\"m\"]");
+    let server = Server::start_watching(&cfg).await;
+    let mut events = server.hub.subscribe();
+    let idle = json!({"applied": 0, "unchanged": 0, "failed": 0});
+
+    // Reading a file (`cat hub.toml`) changes nothing and must not start reloading.
+    for name in ["hub.toml", "providers.d/up.toml", ".env"] {
+        std::fs::read_to_string(cfg.path(name)).expect("read");
+    }
+    // The property is "nothing happens over a quiet spell": there is no event to await.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(reload_counts(&server).await, idle);
+
+    // One real edit is one reload; its own reading of the files triggers nothing more.
+    cfg.provider("up", &up.url, "models = [\"m\", \"n\"]");
+    assert_eq!(
+        next_reload(&mut events).await,
+        ReloadEvent::Applied { generation: 2 }
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(
+        reload_counts(&server).await,
+        json!({"applied": 1, "unchanged": 0, "failed": 0})
+    );
+}

@@ -9,9 +9,9 @@ use eventsource_stream::Event;
 use serde_json::{Map, Value, json};
 
 use super::sse::{Step, Translator};
-use super::{
-    Call, ChatRequest, ChunkStream, Chunker, Completion, Message, ProviderError, ResponseFormat,
-    ToolChoice, wire,
+use super::{Call, Chunker, wire};
+use crate::chat::{
+    ChatRequest, ChunkStream, Completion, Message, ProviderError, ResponseFormat, ToolChoice,
 };
 
 pub const API_VERSION: &str = "2023-06-01";

@@ -6,7 +6,8 @@ use std::hash::{Hash, Hasher};
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-use super::{Call, ChunkStream, Completion, ProviderError};
+use super::Call;
+use crate::chat::{ChunkStream, Completion, ProviderError};
 
 struct Reply {
     id: String,
@@ -19,7 +20,7 @@ struct Reply {
 /// Word counts stand in for tokens: stable, cheap and good enough for an offline provider.
 fn reply(call: &Call<'_>) -> Result<Reply, ProviderError> {
     let request = call.prepared()?;
-    if request.response_format()? != super::ResponseFormat::Text {
+    if request.response_format()? != crate::chat::ResponseFormat::Text {
         return Err(ProviderError::Unsupported(
             "the echo provider cannot produce structured output (response_format)".to_string(),
         ));

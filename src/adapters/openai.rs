@@ -5,7 +5,8 @@
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
-use super::{Call, ChatRequest, ChunkStream, Completion, ProviderError, wire};
+use super::{Call, wire};
+use crate::chat::{ChatRequest, ChunkStream, Completion, ProviderError};
 
 pub async fn chat(call: Call<'_>) -> Result<Completion, ProviderError> {
     let mut request = call.prepared()?;

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use eventsource_stream::{Event, Eventsource};
 use futures_util::StreamExt;
 
-use super::{ChunkStream, ProviderError};
+use crate::chat::{ChunkStream, ProviderError};
 
 /// What a translator makes of one upstream event.
 pub enum Step {

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use serde_json::Value;
 
-use super::ProviderError;
+use crate::chat::ProviderError;
 use crate::registry::Provider;
 
 /// Rewrites a provider's error body into OpenAI's shape, with any retry delay it carries.

@@ -79,7 +79,7 @@ impl IntoResponse for ApiError {
 /// A route failure as the client sees it. A request the upstream refused is returned
 /// with the upstream's status and, when it is OpenAI-shaped, the upstream's own body.
 pub(crate) fn route_error_response(err: RouteError) -> Response {
-    use crate::adapters::ProviderError;
+    use crate::chat::ProviderError;
     let api = match err {
         RouteError::NoModel => {
             ApiError::invalid_request("model_required", err.to_string()).with_param("model")

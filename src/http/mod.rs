@@ -24,7 +24,7 @@ use tokio::net::TcpListener;
 pub use error::ApiError;
 use error::route_error_response;
 
-use crate::adapters::ChatRequest;
+use crate::chat::{ChatRequest, ChunkStream};
 use crate::hub::Hub;
 use crate::mcp::Mcp;
 use crate::registry::Registry;
@@ -94,35 +94,39 @@ pub async fn serve(
 }
 
 async fn require_key(State(hub): State<Arc<Hub>>, request: Request, next: Next) -> Response {
-    let registry = hub.snapshot();
+    match check_key(&hub.snapshot(), request.headers()) {
+        Ok(()) => next.run(request).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Whether the request may pass: the gateway has no keys, or it presents one of them.
+fn check_key(registry: &Registry, headers: &HeaderMap) -> Result<(), ApiError> {
     let keys = &registry.settings.api_keys;
     if keys.is_empty() {
-        return next.run(request).await;
+        return Ok(());
     }
-    let presented = presented_key(request.headers());
-    let Some(presented) = presented else {
-        return ApiError::new(
+    let Some(presented) = presented_key(headers) else {
+        return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "invalid_request_error",
             "missing_api_key",
             "this gateway needs a key: send `Authorization: Bearer <key>`",
-        )
-        .into_response();
+        ));
     };
     // Compare against every key without stopping early, so timing says nothing about which matched.
     let matched = keys.iter().fold(subtle::Choice::from(0), |acc, k| {
         acc | k.expose().as_bytes().ct_eq(presented.as_bytes())
     });
     if bool::from(matched) {
-        next.run(request).await
+        Ok(())
     } else {
-        ApiError::new(
+        Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "invalid_request_error",
             "invalid_api_key",
             "the gateway key sent in `Authorization` is not valid",
-        )
-        .into_response()
+        ))
     }
 }
 
@@ -283,7 +287,7 @@ fn name_answerer(headers: &mut HeaderMap, provider: &str, model: &str) {
 
 /// Server-sent events, one per upstream chunk as it arrives. A failure mid-stream
 /// becomes an error event and ends the stream without `[DONE]`, so clients see it failed.
-fn sse_response(answer: Answer<crate::adapters::ChunkStream>) -> Response {
+fn sse_response(answer: Answer<ChunkStream>) -> Response {
     let provider = answer.target.provider.clone();
     let model = answer.target.model.clone();
     let events = futures_util::stream::unfold(
@@ -353,8 +357,15 @@ async fn list_models(State(hub): State<Arc<Hub>>) -> Response {
     axum::Json(json!({"object": "list", "data": data})).into_response()
 }
 
-async fn health(State(hub): State<Arc<Hub>>) -> Response {
-    axum::Json(hub.health()).into_response()
+/// Load balancers probe without a key: they get the status; the details (paths, env
+/// key names, reload errors) need a gateway key when keys are configured.
+async fn health(State(hub): State<Arc<Hub>>, headers: HeaderMap) -> Response {
+    let health = hub.health();
+    let health = match check_key(&hub.snapshot(), &headers) {
+        Ok(()) => health,
+        Err(_) => health.public(),
+    };
+    axum::Json(health).into_response()
 }
 
 async fn not_found(request: Request) -> Response {

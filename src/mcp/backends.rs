@@ -14,10 +14,11 @@ use rmcp::service::NotificationContext;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::transport::{ConfigureCommandExt, StreamableHttpClientTransport, TokioChildProcess};
 use rmcp::{ClientHandler, Peer, RoleClient, ServiceExt};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::hub::BackendHealth;
 use crate::registry::{Backend, Registry, Status, backends::Transport};
 
 /// First wait before reconnecting; doubles (with jitter) per failure up to [`MAX_BACKOFF`].
@@ -192,7 +193,7 @@ impl Backends {
                     continue;
                 }
                 let exposed = format!("{}{separator}{original}", spec.prefix);
-                if !valid_name(&exposed) {
+                if !crate::registry::is_name(&exposed, 64) {
                     problems.push(format!(
                         "{name}: `{original}` left out: `{exposed}` is not 1 to 64 of a-z, A-Z, 0-9, '_' and '-'"
                     ));
@@ -280,9 +281,13 @@ impl Backends {
     }
 
     /// Each backend's state for `/health`.
-    pub fn health(&self, separator: &str, taken: &BTreeSet<String>) -> Value {
+    pub fn health(
+        &self,
+        separator: &str,
+        taken: &BTreeSet<String>,
+    ) -> BTreeMap<String, BackendHealth> {
         let (_, problems) = self.tools(separator, taken);
-        let mut out = serde_json::Map::new();
+        let mut out = BTreeMap::new();
         for (name, state) in self.snapshot() {
             let spec = lock(&state.spec).clone();
             let live = lock(&state.live);
@@ -292,25 +297,28 @@ impl Backends {
                 Phase::Connected => ("connected", None),
                 Phase::Down(why) => ("down", Some(why.clone())),
             };
-            let left_out: Vec<&String> = problems
+            let left_out = problems
                 .iter()
                 .filter(|p| p.starts_with(&format!("{name}: ")))
+                .cloned()
                 .collect();
-            out.insert(
-                name.clone(),
-                json!({
-                    "status": status,
-                    "reason": reason,
-                    "transport": match spec.transport { Transport::Http { .. } => "http", Transport::Stdio { .. } => "stdio" },
-                    "prefix": spec.prefix,
-                    "tools": live.tools.iter().filter(|t| spec.wants(&t.name)).count(),
-                    "prompts": live.prompts.len(),
-                    "connects": live.connects,
-                    "left_out": left_out,
-                }),
-            );
+            let view = BackendHealth {
+                status: status.to_string(),
+                reason,
+                transport: match spec.transport {
+                    Transport::Http { .. } => "http",
+                    Transport::Stdio { .. } => "stdio",
+                }
+                .to_string(),
+                prefix: spec.prefix.clone(),
+                tools: live.tools.iter().filter(|t| spec.wants(&t.name)).count(),
+                prompts: live.prompts.len(),
+                connects: u64::from(live.connects),
+                left_out,
+            };
+            out.insert(name.clone(), view);
         }
-        Value::Object(out)
+        out
     }
 
     /// Stops every backend (on shutdown).
@@ -319,13 +327,6 @@ impl Backends {
             state.cancel.cancel();
         }
     }
-}
-
-fn valid_name(name: &str) -> bool {
-    (1..=64).contains(&name.len())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
 /// The client side llmhub shows a backend: it hears the backend's list changes.

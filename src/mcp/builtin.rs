@@ -194,7 +194,7 @@ pub fn call(hub: &Hub, registry: &Registry, name: &str, args: &Value) -> Option<
                     "invalid arguments:\n- /model: a model address is required".into(),
                 ));
             };
-            match crate::route::chain(registry, address) {
+            match registry.chain(address) {
                 Ok(chain) => {
                     let targets = targets_json(hub, registry, &chain);
                     json_result(json!({"address": address, "chain": targets}))
@@ -202,7 +202,7 @@ pub fn call(hub: &Hub, registry: &Registry, name: &str, args: &Value) -> Option<
                 Err(e) => error_result(e.to_string()),
             }
         }
-        "health_check" => json_result(hub.health()),
+        "health_check" => json_result(serde_json::to_value(hub.health()).unwrap_or_default()),
         "list_active_tools" => {
             let tools: Vec<Value> = registry
                 .tools

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use reqwest::header::{HeaderName, HeaderValue};
 
-use super::{Secret, Status, positive_duration, valid_env_name};
+use super::{Secret, Status, is_name, positive_duration, valid_env_name};
 use crate::config::{ConfigError, Parsed, RawAuth, RawBackend, RawProfile, SourceFile};
 
 pub const DEFAULT_BACKEND_TIMEOUT_S: f64 = 30.0;
@@ -77,11 +77,7 @@ pub fn build_profiles(
 ) -> BTreeMap<String, Profile> {
     let mut out = BTreeMap::new();
     for (name, raw) in profiles {
-        if name.is_empty()
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-        {
+        if !is_name(name, 64) {
             errors.push(src.error_at(&["profiles", name], format!("profile name `{name}` must use only a-z, A-Z, 0-9, '_' and '-' (it is a URL path segment)")));
             continue;
         }
@@ -101,13 +97,6 @@ pub fn build_profiles(
         );
     }
     out
-}
-
-fn valid_prefix(p: &str) -> bool {
-    !p.is_empty()
-        && p.len() <= 32
-        && p.chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
 pub fn build_backend(
@@ -153,7 +142,7 @@ pub fn build_backend(
         errors.push(src.error_at(&["args"], "`args` and `env` are for `command` backends"));
     }
     let prefix = raw.prefix.clone().unwrap_or_else(|| name.clone());
-    if !valid_prefix(&prefix) {
+    if !is_name(&prefix, 32) {
         let key: &[&str] = if raw.prefix.is_some() {
             &["prefix"]
         } else {

@@ -18,7 +18,9 @@ use crate::config::{
 use crate::template::Template;
 
 pub mod backends;
+pub mod tools;
 pub use backends::{Backend, Profile};
+pub use tools::PromptTool;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 4 * 1024 * 1024;
@@ -203,7 +205,7 @@ pub struct Registry {
     pub groups: BTreeMap<String, Vec<Target>>,
     /// Model id or alias → every provider that lists it.
     bare: HashMap<String, Vec<Target>>,
-    pub tools: BTreeMap<String, Arc<crate::tools::PromptTool>>,
+    pub tools: BTreeMap<String, Arc<PromptTool>>,
     pub backends: BTreeMap<String, Backend>,
     pub profiles: BTreeMap<String, Profile>,
 }
@@ -275,6 +277,33 @@ impl Registry {
             address: address.to_string(),
             known: self.known_addresses(),
         })
+    }
+
+    /// The resolved targets, each followed by its provider's `fallback_to` walk, without repeats.
+    pub fn chain(&self, address: &str) -> Result<Vec<Target>, ResolveError> {
+        let mut out: Vec<Target> = Vec::new();
+        for target in self.resolve(address)? {
+            let mut next = Some(target);
+            while let Some(t) = next.take() {
+                let fallback = self
+                    .providers
+                    .get(&t.provider)
+                    .and_then(|p| p.fallback_to.clone());
+                if out.contains(&t) {
+                    // Already walked from here: its fallbacks are in the chain too.
+                    continue;
+                }
+                out.push(t);
+                next = fallback.and_then(|name| {
+                    let p = self.providers.get(&name)?;
+                    Some(Target {
+                        provider: p.name.clone(),
+                        model: p.default_model.clone()?,
+                    })
+                });
+            }
+        }
+        Ok(out)
     }
 
     /// Groups and active `provider/model` addresses, for error messages and `/v1/models`.
@@ -435,7 +464,7 @@ pub fn build(
     };
     let mut tools = BTreeMap::new();
     for parsed in &tree.tools {
-        if let Some(tool) = crate::tools::compile(parsed, &resolve, &mut errors) {
+        if let Some(tool) = tools::compile(parsed, &resolve, &mut errors) {
             tools.insert(tool.name.clone(), Arc::new(tool));
         }
     }
@@ -469,6 +498,15 @@ pub(crate) fn positive_duration(
         ));
         Duration::from_secs(1)
     }
+}
+
+/// 1 to `max` of a-z, A-Z, 0-9, `_` and `-`: the rule for every name that becomes part
+/// of an MCP tool name or a URL path (tools, profiles, prefixes, separators).
+pub fn is_name(name: &str, max: usize) -> bool {
+    (1..=max).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
 pub(crate) fn valid_env_name(name: &str) -> bool {
@@ -560,11 +598,7 @@ fn build_settings(
         .tool_separator
         .clone()
         .unwrap_or_else(|| "__".to_string());
-    if mcp_tool_separator.is_empty()
-        || !mcp_tool_separator
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-    {
+    if !is_name(&mcp_tool_separator, 16) {
         errors.push(src.error_at(
             &["mcp", "tool_separator"],
             format!(

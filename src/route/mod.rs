@@ -2,8 +2,6 @@
 //! order with retries, jittered backoff that honours Retry-After, per-provider
 //! timeouts and circuit breakers, until one answers.
 
-pub mod breaker;
-
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,7 +11,8 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use serde::Serialize;
 
-use crate::adapters::{self, Call, ChatRequest, ChunkStream, Completion, ProviderError};
+use crate::adapters::{self, Call};
+use crate::chat::{ChatRequest, ChunkStream, Completion, ProviderError};
 use crate::hub::Hub;
 use crate::registry::{Provider, Registry, ResolveError, Target};
 
@@ -94,33 +93,6 @@ fn exhausted_message(attempts: &[Attempt]) -> String {
     )
 }
 
-/// The resolved targets, each followed by its provider's `fallback_to` walk, without repeats.
-pub fn chain(registry: &Registry, address: &str) -> Result<Vec<Target>, ResolveError> {
-    let mut out: Vec<Target> = Vec::new();
-    for target in registry.resolve(address)? {
-        let mut next = Some(target);
-        while let Some(t) = next.take() {
-            let fallback = registry
-                .providers
-                .get(&t.provider)
-                .and_then(|p| p.fallback_to.clone());
-            if out.contains(&t) {
-                // Already walked from here: its fallbacks are in the chain too.
-                continue;
-            }
-            out.push(t);
-            next = fallback.and_then(|name| {
-                let p = registry.providers.get(&name)?;
-                Some(Target {
-                    provider: p.name.clone(),
-                    model: p.default_model.clone()?,
-                })
-            });
-        }
-    }
-    Ok(out)
-}
-
 /// The model address a request names, or the configured default.
 fn address<'a>(registry: &'a Registry, request: &'a ChatRequest) -> Result<&'a str, RouteError> {
     if !request.model.is_empty() {
@@ -193,7 +165,7 @@ where
     F: FnMut(Arc<Provider>, String) -> Fut,
     Fut: Future<Output = Result<T, ProviderError>>,
 {
-    let targets = chain(registry, address).map_err(RouteError::Resolve)?;
+    let targets = registry.chain(address).map_err(RouteError::Resolve)?;
     let settings = &registry.settings;
     let mut attempts = Vec::new();
     let mut last = None;

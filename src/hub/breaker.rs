@@ -20,7 +20,7 @@ enum State {
 }
 
 /// A breaker's state as `/health` shows it.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum BreakerView {
     Closed { consecutive_failures: u32 },

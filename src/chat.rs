@@ -1,0 +1,410 @@
+//! The canonical chat shapes every layer shares: the OpenAI chat-completions request
+//! (with a pass-through map for fields llmhub does not model) and its accessors, the
+//! reply and chunk stream an adapter returns, and `ProviderError`, which knows what is
+//! retryable.
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::Stream;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::config::SystemPromptMode;
+
+/// A chat-completions request. Fields llmhub does not model stay in `extra` and
+/// reach OpenAI-compatible upstreams unchanged.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChatRequest {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub model: String,
+    pub messages: Vec<Message>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_options: Option<StreamOptions>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl ChatRequest {
+    pub fn is_stream(&self) -> bool {
+        self.stream == Some(true)
+    }
+
+    pub fn include_usage(&self) -> bool {
+        self.stream_options.as_ref().and_then(|o| o.include_usage) == Some(true)
+    }
+
+    /// Adds the provider's system prompt, as its file says: merged into the first
+    /// system message, or prepended as a message of its own.
+    pub fn apply_system_prompt(&mut self, text: String, mode: SystemPromptMode) {
+        let existing = self
+            .messages
+            .iter_mut()
+            .find(|m| m.role == "system" || m.role == "developer");
+        match (mode, existing) {
+            (SystemPromptMode::Merge, Some(message)) => {
+                message.content = Some(match message.content.take() {
+                    Some(Value::String(s)) if !s.is_empty() => {
+                        Value::String(format!("{text}\n\n{s}"))
+                    }
+                    Some(Value::Array(mut parts)) => {
+                        parts.insert(0, serde_json::json!({"type": "text", "text": text}));
+                        Value::Array(parts)
+                    }
+                    _ => Value::String(text),
+                });
+            }
+            _ => self.messages.insert(0, Message::text("system", text)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StreamOptions {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub include_usage: Option<bool>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Message {
+    pub role: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<Value>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl Message {
+    pub fn text(role: &str, text: String) -> Self {
+        Self {
+            role: role.to_string(),
+            content: Some(Value::String(text)),
+            extra: Map::new(),
+        }
+    }
+
+    /// The text of the message: a string content, or its text parts joined.
+    pub fn text_content(&self) -> String {
+        match &self.content {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Array(parts)) => parts
+                .iter()
+                .filter_map(|p| p.get("text").and_then(Value::as_str))
+                .collect::<Vec<_>>()
+                .join("\n"),
+            _ => String::new(),
+        }
+    }
+}
+
+/// A non-streaming reply: the chat.completion JSON as the client will receive it.
+#[derive(Debug, Clone)]
+pub struct Completion {
+    pub body: Bytes,
+}
+
+/// The JSON text of each `chat.completion.chunk`, in order; `[DONE]` is not included.
+pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<Bytes, ProviderError>> + Send>>;
+
+/// What went wrong talking to a provider.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ProviderError {
+    #[error("connection failed: {0}")]
+    Connect(String),
+    #[error("no response within {}s", .0.as_secs_f64())]
+    Timeout(Duration),
+    #[error("upstream answered {status}: {}", summary(.body))]
+    Status {
+        status: u16,
+        body: Bytes,
+        retry_after: Option<Duration>,
+        /// The upstream's own `x-should-retry` verdict, which overrides the status rule.
+        should_retry: Option<bool>,
+    },
+    #[error("invalid response from upstream: {0}")]
+    Protocol(String),
+    /// The request is malformed for this API; the client has to fix it.
+    #[error("{0}")]
+    BadRequest(String),
+    /// This provider cannot honour a feature the request asks for; another provider may.
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("{0}")]
+    Request(String),
+}
+
+impl ProviderError {
+    /// Connect errors, timeouts, 408, 429, 5xx and broken responses may succeed elsewhere or later.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Connect(_) | Self::Timeout(_) | Self::Protocol(_) => true,
+            Self::Status {
+                should_retry: Some(verdict),
+                ..
+            } => *verdict,
+            Self::Status { status, .. } => matches!(status, 408 | 429) || *status >= 500,
+            Self::Request(_) | Self::BadRequest(_) | Self::Unsupported(_) => false,
+        }
+    }
+
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Self::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+/// The upstream's own error message when the body is OpenAI-shaped, else its first 200 characters.
+fn summary(body: &Bytes) -> String {
+    let parsed: Option<Value> = serde_json::from_slice(body).ok();
+    if let Some(msg) = parsed
+        .as_ref()
+        .and_then(|v| v.pointer("/error/message"))
+        .and_then(Value::as_str)
+    {
+        return msg.to_string();
+    }
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    if text.chars().count() > 200 {
+        format!("{}…", text.chars().take(200).collect::<String>())
+    } else {
+        text.to_string()
+    }
+}
+
+/// What `response_format` asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ResponseFormat {
+    Text,
+    JsonObject,
+    JsonSchema { name: String, schema: Value },
+}
+
+impl ChatRequest {
+    pub fn param(&self, key: &str) -> Option<&Value> {
+        self.extra.get(key).filter(|v| !v.is_null())
+    }
+
+    /// `max_completion_tokens`, else `max_tokens`.
+    pub fn max_tokens(&self) -> Option<u64> {
+        self.param("max_completion_tokens")
+            .or_else(|| self.param("max_tokens"))
+            .and_then(Value::as_u64)
+    }
+
+    /// `stop` as a list, whether the client sent a string or an array.
+    pub fn stop(&self) -> Vec<String> {
+        match self.param("stop") {
+            Some(Value::String(s)) => vec![s.clone()],
+            Some(Value::Array(a)) => a
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    pub fn response_format(&self) -> Result<ResponseFormat, ProviderError> {
+        let Some(rf) = self.param("response_format") else {
+            return Ok(ResponseFormat::Text);
+        };
+        let bad = |what: &str| ProviderError::BadRequest(format!("response_format: {what}"));
+        match rf.get("type").and_then(Value::as_str) {
+            Some("text") => Ok(ResponseFormat::Text),
+            Some("json_object") => Ok(ResponseFormat::JsonObject),
+            Some("json_schema") => {
+                let js = rf
+                    .get("json_schema")
+                    .ok_or_else(|| bad("expected a `json_schema` object"))?;
+                let schema = js
+                    .get("schema")
+                    .cloned()
+                    .ok_or_else(|| bad("expected `json_schema.schema`"))?;
+                let name = js
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("response")
+                    .to_string();
+                Ok(ResponseFormat::JsonSchema { name, schema })
+            }
+            Some(other) => Err(bad(&format!(
+                "expected type \"text\", \"json_object\" or \"json_schema\", found \"{other}\""
+            ))),
+            None => Err(bad("expected an object with a `type`")),
+        }
+    }
+
+    /// The system and developer messages' text, joined: the separate field of APIs
+    /// that have no system role.
+    pub fn system_text(&self) -> Option<String> {
+        let parts: Vec<String> = self
+            .messages
+            .iter()
+            .filter(|m| m.role == "system" || m.role == "developer")
+            .map(Message::text_content)
+            .filter(|t| !t.is_empty())
+            .collect();
+        (!parts.is_empty()).then(|| parts.join("\n\n"))
+    }
+}
+
+/// A function tool from the request's `tools`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Function {
+    pub name: String,
+    pub description: Option<Value>,
+    pub parameters: Option<Value>,
+}
+
+/// What `tool_choice` asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ToolChoice {
+    Auto,
+    None,
+    Required,
+    Function(String),
+}
+
+impl ChatRequest {
+    /// The request's function tools; `api` names the provider in errors about other kinds.
+    pub fn functions(&self, api: &str) -> Result<Vec<Function>, ProviderError> {
+        let mut out = Vec::new();
+        for (i, tool) in self
+            .param("tools")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            if tool.get("type").and_then(Value::as_str) != Some("function") {
+                return Err(ProviderError::Unsupported(format!(
+                    "tools[{i}]: only `function` tools can be sent to {api}"
+                )));
+            }
+            let f = tool.get("function").ok_or_else(|| {
+                ProviderError::BadRequest(format!("tools[{i}]: expected a `function` object"))
+            })?;
+            let name = f.get("name").and_then(Value::as_str).ok_or_else(|| {
+                ProviderError::BadRequest(format!("tools[{i}].function: expected a `name`"))
+            })?;
+            out.push(Function {
+                name: name.to_string(),
+                description: f.get("description").cloned(),
+                parameters: f.get("parameters").cloned(),
+            });
+        }
+        Ok(out)
+    }
+
+    pub fn tool_choice(&self) -> Result<Option<ToolChoice>, ProviderError> {
+        let Some(choice) = self.param("tool_choice") else {
+            return Ok(None);
+        };
+        Ok(Some(match choice {
+            Value::String(s) if s == "auto" => ToolChoice::Auto,
+            Value::String(s) if s == "none" => ToolChoice::None,
+            Value::String(s) if s == "required" => ToolChoice::Required,
+            Value::Object(o) => match o
+                .get("function")
+                .and_then(|f| f.get("name"))
+                .and_then(Value::as_str)
+            {
+                Some(name) => ToolChoice::Function(name.to_string()),
+                None => {
+                    return Err(ProviderError::BadRequest(
+                        "tool_choice: expected `function.name`".into(),
+                    ));
+                }
+            },
+            other => {
+                return Err(ProviderError::BadRequest(format!(
+                    "tool_choice: expected \"auto\", \"none\", \"required\" or a function, found {other}"
+                )));
+            }
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(json: Value) -> ChatRequest {
+        serde_json::from_value(json).expect("request")
+    }
+
+    #[test]
+    fn unknown_fields_survive_a_round_trip() {
+        let r = request(serde_json::json!({
+            "model": "m", "messages": [{"role": "user", "content": "hi", "name": "bob"}],
+            "logit_bias": {"50256": -100}, "seed": 7,
+            "stream_options": {"include_usage": true, "future": 1}
+        }));
+        let back = serde_json::to_value(&r).expect("serialize");
+        assert_eq!(back["logit_bias"]["50256"], -100);
+        assert_eq!(back["seed"], 7);
+        assert_eq!(back["messages"][0]["name"], "bob");
+        assert_eq!(back["stream_options"]["future"], 1);
+        assert!(r.include_usage());
+    }
+
+    #[test]
+    fn system_prompt_merges_or_prepends() {
+        let base = serde_json::json!({"model": "m", "messages": [
+            {"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}]});
+        let mut merged = request(base.clone());
+        merged.apply_system_prompt("House rules.".into(), SystemPromptMode::Merge);
+        assert_eq!(merged.messages.len(), 2);
+        assert_eq!(
+            merged.messages[0].text_content(),
+            "House rules.\n\nBe brief."
+        );
+        let mut prepended = request(base);
+        prepended.apply_system_prompt("House rules.".into(), SystemPromptMode::Prepend);
+        assert_eq!(prepended.messages.len(), 3);
+        assert_eq!(prepended.messages[0].text_content(), "House rules.");
+        let mut none =
+            request(serde_json::json!({"messages": [{"role": "user", "content": "hi"}]}));
+        none.apply_system_prompt("House rules.".into(), SystemPromptMode::Merge);
+        assert_eq!(none.messages[0].role, "system");
+    }
+
+    #[test]
+    fn retryable_errors_are_the_ones_that_may_pass_elsewhere() {
+        let status = |s| ProviderError::Status {
+            status: s,
+            body: Bytes::new(),
+            retry_after: None,
+            should_retry: None,
+        };
+        for s in [408, 429, 500, 502, 503, 529] {
+            assert!(status(s).is_retryable(), "{s}");
+        }
+        for s in [400, 401, 403, 404, 422] {
+            assert!(!status(s).is_retryable(), "{s}");
+        }
+        assert!(ProviderError::Timeout(Duration::from_secs(1)).is_retryable());
+        let overruled = |s, verdict| ProviderError::Status {
+            status: s,
+            body: Bytes::new(),
+            retry_after: None,
+            should_retry: Some(verdict),
+        };
+        assert!(!overruled(500, false).is_retryable());
+        assert!(overruled(409, true).is_retryable());
+    }
+}
