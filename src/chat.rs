@@ -128,6 +128,9 @@ pub enum ProviderError {
     },
     #[error("invalid response from upstream: {0}")]
     Protocol(String),
+    /// The upstream's own error event inside a stream, in OpenAI's shape.
+    #[error("upstream error event: {}", summary(.body))]
+    StreamError { body: Bytes },
     /// The request is malformed for this API; the client has to fix it.
     #[error("{0}")]
     BadRequest(String),
@@ -142,13 +145,50 @@ impl ProviderError {
     /// Connect errors, timeouts, 408, 429, 5xx and broken responses may succeed elsewhere or later.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::Connect(_) | Self::Timeout(_) | Self::Protocol(_) => true,
+            Self::Connect(_) | Self::Timeout(_) | Self::Protocol(_) | Self::StreamError { .. } => {
+                true
+            }
             Self::Status {
                 should_retry: Some(verdict),
                 ..
             } => *verdict,
             Self::Status { status, .. } => matches!(status, 408 | 429) || *status >= 500,
             Self::Request(_) | Self::BadRequest(_) | Self::Unsupported(_) => false,
+        }
+    }
+
+    /// The same error with `secret` removed from every text the upstream sent back.
+    pub fn scrubbed(self, secret: &str) -> Self {
+        if secret.is_empty() {
+            return self;
+        }
+        let text = |s: String| {
+            if s.contains(secret) {
+                s.replace(secret, REDACTED)
+            } else {
+                s
+            }
+        };
+        let bytes = |b: Bytes| scrub_bytes(b, secret);
+        match self {
+            Self::Connect(s) => Self::Connect(text(s)),
+            Self::Protocol(s) => Self::Protocol(text(s)),
+            Self::BadRequest(s) => Self::BadRequest(text(s)),
+            Self::Unsupported(s) => Self::Unsupported(text(s)),
+            Self::Request(s) => Self::Request(text(s)),
+            Self::StreamError { body } => Self::StreamError { body: bytes(body) },
+            Self::Status {
+                status,
+                body,
+                retry_after,
+                should_retry,
+            } => Self::Status {
+                status,
+                body: bytes(body),
+                retry_after,
+                should_retry,
+            },
+            e @ Self::Timeout(_) => e,
         }
     }
 
@@ -165,6 +205,17 @@ impl ProviderError {
             _ => None,
         }
     }
+}
+
+/// What a provider key is replaced with when an upstream echoes it.
+pub const REDACTED: &str = "[redacted]";
+
+/// `body` with every occurrence of `secret` replaced by [`REDACTED`].
+pub fn scrub_bytes(body: Bytes, secret: &str) -> Bytes {
+    if secret.is_empty() || !body.windows(secret.len()).any(|w| w == secret.as_bytes()) {
+        return body;
+    }
+    Bytes::from(String::from_utf8_lossy(&body).replace(secret, REDACTED))
 }
 
 /// The upstream's own error message when the body is OpenAI-shaped, else its first 200 characters.
@@ -337,6 +388,265 @@ impl ChatRequest {
             }
         }))
     }
+}
+
+/// A request field that is present but unusable: where (a path such as
+/// `messages[2].role`) and what was expected and found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    pub path: String,
+    pub message: String,
+}
+
+impl FieldError {
+    fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+
+    /// The top-level request field at fault, for OpenAI's `param`.
+    pub fn param(&self) -> &str {
+        self.path.split(['.', '[']).next().unwrap_or("")
+    }
+}
+
+impl std::fmt::Display for FieldError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// A JSON value named the way a person would: `the string "100"`, `the number -5`.
+pub fn found(v: &Value) -> String {
+    let text = v.to_string();
+    let text = if text.chars().count() > 60 {
+        format!("{}…", text.chars().take(60).collect::<String>())
+    } else {
+        text
+    };
+    match v {
+        Value::Null => "null".to_string(),
+        Value::Bool(_) => format!("the boolean {text}"),
+        Value::Number(_) => format!("the number {text}"),
+        Value::String(_) => format!("the string {text}"),
+        Value::Array(_) => "an array".to_string(),
+        Value::Object(_) => "an object".to_string(),
+    }
+}
+
+/// Roles a chat message may have.
+pub const ROLES: [&str; 6] = [
+    "system",
+    "developer",
+    "user",
+    "assistant",
+    "tool",
+    "function",
+];
+
+impl ChatRequest {
+    /// Checks the fields llmhub reads for type and range, so no adapter has to guess
+    /// what an invalid value meant; fields it does not model pass through unchecked.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        if self.messages.is_empty() {
+            return Err(FieldError::new(
+                "messages",
+                "expected at least one message, found an empty list",
+            ));
+        }
+        for (i, m) in self.messages.iter().enumerate() {
+            if !ROLES.contains(&m.role.as_str()) {
+                return Err(FieldError::new(
+                    format!("messages[{i}].role"),
+                    format!("expected one of {}, found \"{}\"", ROLES.join(", "), m.role),
+                ));
+            }
+            if let Some(c) = &m.content
+                && !matches!(c, Value::String(_) | Value::Array(_) | Value::Null)
+            {
+                return Err(FieldError::new(
+                    format!("messages[{i}].content"),
+                    format!(
+                        "expected a string or an array of content parts, found {}",
+                        found(c)
+                    ),
+                ));
+            }
+        }
+        for key in ["max_tokens", "max_completion_tokens", "n"] {
+            if let Some(v) = self.param(key)
+                && v.as_u64().is_none_or(|n| n == 0 || n > u64::from(u32::MAX))
+            {
+                return Err(FieldError::new(
+                    key,
+                    format!("expected a whole number of at least 1, found {}", found(v)),
+                ));
+            }
+        }
+        for (key, max) in [("temperature", 2.0), ("top_p", 1.0)] {
+            if let Some(v) = self.param(key)
+                && v.as_f64().is_none_or(|x| !(0.0..=max).contains(&x))
+            {
+                return Err(FieldError::new(
+                    key,
+                    format!("expected a number from 0 to {max}, found {}", found(v)),
+                ));
+            }
+        }
+        if let Some(v) = self.param("stop") {
+            let ok = match v {
+                Value::String(_) => true,
+                Value::Array(items) => items.iter().all(Value::is_string),
+                _ => false,
+            };
+            if !ok {
+                return Err(FieldError::new(
+                    "stop",
+                    format!(
+                        "expected a string or an array of strings, found {}",
+                        found(v)
+                    ),
+                ));
+            }
+        }
+        if let Some(v) = self.param("tools") {
+            let Some(tools) = v.as_array() else {
+                return Err(FieldError::new(
+                    "tools",
+                    format!("expected an array of tools, found {}", found(v)),
+                ));
+            };
+            for (i, t) in tools.iter().enumerate() {
+                let kind = t.get("type").and_then(Value::as_str);
+                if kind.is_none() {
+                    return Err(FieldError::new(
+                        format!("tools[{i}]"),
+                        "expected an object with a string `type` such as \"function\"",
+                    ));
+                }
+                if kind == Some("function")
+                    && t.pointer("/function/name")
+                        .and_then(Value::as_str)
+                        .is_none()
+                {
+                    return Err(FieldError::new(
+                        format!("tools[{i}].function.name"),
+                        "expected the function's name as a string",
+                    ));
+                }
+            }
+        }
+        if self.param("tool_choice").is_some() {
+            self.tool_choice()
+                .map_err(|e| FieldError::new("tool_choice", strip_prefix(&e, "tool_choice: ")))?;
+        }
+        if let Some(v) = self.param("response_format") {
+            if !v.is_object() {
+                return Err(FieldError::new(
+                    "response_format",
+                    format!("expected an object with a `type`, found {}", found(v)),
+                ));
+            }
+            self.response_format().map_err(|e| {
+                FieldError::new("response_format", strip_prefix(&e, "response_format: "))
+            })?;
+        }
+        Ok(())
+    }
+}
+
+fn strip_prefix(e: &ProviderError, prefix: &str) -> String {
+    let text = e.to_string();
+    text.strip_prefix(prefix)
+        .map_or(text.clone(), str::to_string)
+}
+
+/// Where a body that does not deserialise as a chat request goes wrong, in the user's
+/// terms. Only the slow path of a failed parse calls this.
+pub fn shape_error(body: &Value) -> FieldError {
+    let Some(object) = body.as_object() else {
+        return FieldError::new(
+            "",
+            format!(
+                "expected a JSON object with `model` and `messages`, found {}",
+                found(body)
+            ),
+        );
+    };
+    if let Some(v) = object.get("model")
+        && !v.is_string()
+    {
+        return FieldError::new("model", format!("expected a string, found {}", found(v)));
+    }
+    let Some(messages) = object.get("messages") else {
+        return FieldError::new("messages", "missing: expected an array of messages");
+    };
+    let Some(messages) = messages.as_array() else {
+        return FieldError::new(
+            "messages",
+            format!("expected an array of messages, found {}", found(messages)),
+        );
+    };
+    for (i, m) in messages.iter().enumerate() {
+        let Some(m) = m.as_object() else {
+            return FieldError::new(
+                format!("messages[{i}]"),
+                format!(
+                    "expected an object with `role` and `content`, found {}",
+                    found(m)
+                ),
+            );
+        };
+        match m.get("role") {
+            None => {
+                return FieldError::new(format!("messages[{i}].role"), "missing: expected a role");
+            }
+            Some(r) if !r.is_string() => {
+                return FieldError::new(
+                    format!("messages[{i}].role"),
+                    format!("expected a string, found {}", found(r)),
+                );
+            }
+            _ => {}
+        }
+    }
+    if let Some(v) = object.get("stream")
+        && !v.is_boolean()
+        && !v.is_null()
+    {
+        return FieldError::new(
+            "stream",
+            format!("expected true or false, found {}", found(v)),
+        );
+    }
+    if let Some(v) = object.get("stream_options")
+        && !v.is_object()
+        && !v.is_null()
+    {
+        return FieldError::new(
+            "stream_options",
+            format!("expected an object, found {}", found(v)),
+        );
+    }
+    if let Some(v) = body.pointer("/stream_options/include_usage")
+        && !v.is_boolean()
+        && !v.is_null()
+    {
+        return FieldError::new(
+            "stream_options.include_usage",
+            format!("expected true or false, found {}", found(v)),
+        );
+    }
+    FieldError::new(
+        "",
+        "the body does not match the chat completions request format",
+    )
 }
 
 #[cfg(test)]

@@ -278,7 +278,7 @@ async fn a_client_error_is_returned_as_the_upstream_said_without_fallback() {
     let refusing = Mock::start(move |_, _| async move { json_response(400, body) }).await;
     let (backup, server, _cfg) = two_provider_server(&refusing.url, "").await;
     let resp = server
-        .chat(json!({"model": "first", "temperature": 9, "messages": user("hi")}))
+        .chat(json!({"model": "first", "frequency_penalty": 9, "messages": user("hi")}))
         .await;
     assert_eq!(resp.status(), 400);
     let got: Value = resp.json().await.expect("json");

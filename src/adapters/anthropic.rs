@@ -34,11 +34,7 @@ pub async fn chat_stream(call: Call<'_>) -> Result<ChunkStream, ProviderError> {
     let (request, response) = send(&call, true).await?;
     let json_mode = request.response_format()? != ResponseFormat::Text;
     let translator = StreamTranslator::new(request.include_usage(), json_mode, super::unix_now());
-    Ok(super::sse::translate(
-        response,
-        call.provider.timeout,
-        translator,
-    ))
+    Ok(super::sse::translate(response, call.provider, translator))
 }
 
 /// Translates and sends the request; the prepared request comes back for the reply's translation.

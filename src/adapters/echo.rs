@@ -1,8 +1,6 @@
 //! The offline `echo` provider: answers with the last user message, deterministically,
 //! so a fresh install works with no keys and tests need no upstream.
 
-use std::hash::{Hash, Hasher};
-
 use bytes::Bytes;
 use serde_json::{Value, json};
 
@@ -15,6 +13,22 @@ struct Reply {
     text: String,
     prompt_tokens: usize,
     completion_tokens: usize,
+}
+
+/// A completion id no other answer of this process or another has: the start time
+/// in nanoseconds (per process) and a counter.
+fn completion_id() -> String {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static STARTED: OnceLock<u128> = OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let started = STARTED.get_or_init(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
+    });
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("chatcmpl-echo-{started:x}-{n}")
 }
 
 /// Word counts stand in for tokens: stable, cheap and good enough for an offline provider.
@@ -37,10 +51,8 @@ fn reply(call: &Call<'_>) -> Result<Reply, ProviderError> {
         .iter()
         .map(|m| m.text_content().split_whitespace().count())
         .sum();
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    text.hash(&mut hasher);
     Ok(Reply {
-        id: format!("chatcmpl-echo-{:016x}", hasher.finish()),
+        id: completion_id(),
         model: call.model.to_string(),
         completion_tokens: text.split_whitespace().count(),
         prompt_tokens,

@@ -30,11 +30,7 @@ pub async fn chat(call: Call<'_>) -> Result<Completion, ProviderError> {
 pub async fn chat_stream(call: Call<'_>) -> Result<ChunkStream, ProviderError> {
     let (request, response) = send(&call, "streamGenerateContent?alt=sse").await?;
     let translator = StreamTranslator::new(call.model, request.include_usage(), super::unix_now());
-    Ok(super::sse::translate(
-        response,
-        call.provider.timeout,
-        translator,
-    ))
+    Ok(super::sse::translate(response, call.provider, translator))
 }
 
 /// Translates and sends the request to `models/{model}:{method}`, key in a header (never

@@ -43,8 +43,8 @@ pub async fn chat_stream(call: Call<'_>) -> Result<ChunkStream, ProviderError> {
     .await?;
     Ok(super::sse::translate(
         response,
-        call.provider.timeout,
-        super::sse::Passthrough,
+        call.provider,
+        super::sse::Passthrough::default(),
     ))
 }
 

@@ -9,6 +9,7 @@ use eventsource_stream::{Event, Eventsource};
 use futures_util::StreamExt;
 
 use crate::chat::{ChunkStream, ProviderError};
+use crate::registry::{Provider, Secret};
 
 /// What a translator makes of one upstream event.
 pub enum Step {
@@ -35,19 +36,24 @@ struct State<S, T> {
     translator: T,
     pending: VecDeque<Bytes>,
     done: bool,
+    /// Upstreams may echo the key in an error event; errors leave here without it.
+    key: Option<Secret>,
 }
 
-/// Streams a response's events through `translator`, waiting at most `timeout` for each event.
+/// Streams a response's events through `translator`, waiting at most the provider's
+/// timeout for each event.
 pub fn translate<T: Translator>(
     response: reqwest::Response,
-    timeout: Duration,
+    provider: &Provider,
     translator: T,
 ) -> ChunkStream {
+    let timeout: Duration = provider.timeout;
     let state = State {
         events: response.bytes_stream().eventsource(),
         translator,
         pending: VecDeque::new(),
         done: false,
+        key: provider.key.clone(),
     };
     Box::pin(futures_util::stream::unfold(
         state,
@@ -81,6 +87,10 @@ pub fn translate<T: Translator>(
                     Err(e) => {
                         s.done = true;
                         s.pending.clear();
+                        let e = match &s.key {
+                            Some(key) => e.scrubbed(key.expose()),
+                            None => e,
+                        };
                         return Some((Err(e), s));
                     }
                 }
@@ -89,8 +99,13 @@ pub fn translate<T: Translator>(
     ))
 }
 
-/// OpenAI-compatible upstreams already speak chunks: pass each `data` through, stop at `[DONE]`.
-pub struct Passthrough;
+/// OpenAI-compatible upstreams already speak chunks: pass each `data` through, stop at
+/// `[DONE]`, and turn the upstream's own `{"error": …}` event into an error.
+#[derive(Default)]
+pub struct Passthrough {
+    /// A chunk carried a `finish_reason`: the answer is whole even if `[DONE]` never comes.
+    finished: bool,
+}
 
 impl Translator for Passthrough {
     fn event(&mut self, event: &Event) -> Result<Step, ProviderError> {
@@ -101,11 +116,78 @@ impl Translator for Passthrough {
         if data.is_empty() {
             return Ok(Step::Chunks(Vec::new()));
         }
+        if data.contains("\"error\"") && is_error_event(data) {
+            return Err(ProviderError::StreamError {
+                body: Bytes::from(data.to_string()),
+            });
+        }
+        if !self.finished && has_finish_reason(data) {
+            self.finished = true;
+        }
         Ok(Step::Chunks(vec![Bytes::from(event.data.clone())]))
     }
 
-    /// Some compatible servers close without `[DONE]`; what they sent is the answer.
+    /// Some compatible servers close without `[DONE]`: the answer is whole only if a
+    /// chunk said why it finished; otherwise the connection was cut mid-answer.
     fn closed(&mut self) -> Result<Vec<Bytes>, ProviderError> {
-        Ok(Vec::new())
+        if self.finished {
+            Ok(Vec::new())
+        } else {
+            Err(ProviderError::Connect(
+                "the stream ended before the answer was complete (no finish_reason, no [DONE])"
+                    .to_string(),
+            ))
+        }
+    }
+}
+
+/// A top-level `error` member that is not null: OpenAI's mid-stream error event.
+fn is_error_event(data: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(data)
+        .ok()
+        .and_then(|v| v.get("error").map(|e| !e.is_null()))
+        .unwrap_or(false)
+}
+
+/// Whether a chunk has a non-null `finish_reason`, without parsing it: every OpenAI
+/// chunk carries `"finish_reason":null` until the last.
+fn has_finish_reason(data: &str) -> bool {
+    const KEY: &str = "\"finish_reason\"";
+    let mut rest = data;
+    while let Some(at) = rest.find(KEY) {
+        rest = &rest[at + KEY.len()..];
+        let value = rest.trim_start().strip_prefix(':').map(str::trim_start);
+        if value.is_some_and(|v| v.starts_with('"')) {
+            return true;
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_finish_reason_is_found_in_any_spacing() {
+        assert!(has_finish_reason(
+            r#"{"choices":[{"delta":{},"finish_reason":"stop"}]}"#
+        ));
+        assert!(has_finish_reason(
+            r#"{"choices":[{"delta":{}, "finish_reason" : "length"}]}"#
+        ));
+        assert!(!has_finish_reason(
+            r#"{"choices":[{"delta":{"content":"finish_reason"},"finish_reason":null}]}"#
+        ));
+        assert!(!has_finish_reason(r#"{"choices":[]}"#));
+    }
+
+    #[test]
+    fn only_a_non_null_error_member_is_an_error_event() {
+        assert!(is_error_event(r#"{"error":{"message":"overloaded"}}"#));
+        assert!(!is_error_event(r#"{"error":null,"choices":[]}"#));
+        assert!(!is_error_event(
+            r#"{"choices":[{"delta":{"content":"\"error\""}}]}"#
+        ));
     }
 }

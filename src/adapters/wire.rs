@@ -146,13 +146,10 @@ async fn status_error(
 
 /// Removes the provider's key from text the upstream sent back, should it echo it.
 pub fn scrub(body: Bytes, provider: &Provider) -> Bytes {
-    let Some(key) = provider.key.as_ref().map(|k| k.expose()) else {
-        return body;
-    };
-    if key.is_empty() || !body.windows(key.len()).any(|w| w == key.as_bytes()) {
-        return body;
+    match &provider.key {
+        Some(key) => crate::chat::scrub_bytes(body, key.expose()),
+        None => body,
     }
-    Bytes::from(String::from_utf8_lossy(&body).replace(key, "[redacted]"))
 }
 
 /// `retry-after-ms` (OpenAI), then `Retry-After` in seconds or as an HTTP date.

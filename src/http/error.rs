@@ -15,7 +15,7 @@ pub struct ApiError {
     pub message: String,
     pub kind: &'static str,
     pub code: &'static str,
-    pub param: Option<&'static str>,
+    pub param: Option<String>,
     pub attempts: Vec<Attempt>,
 }
 
@@ -45,8 +45,8 @@ impl ApiError {
         )
     }
 
-    pub fn with_param(mut self, param: &'static str) -> Self {
-        self.param = Some(param);
+    pub fn with_param(mut self, param: impl Into<String>) -> Self {
+        self.param = Some(param.into());
         self
     }
 

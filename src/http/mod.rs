@@ -2,6 +2,7 @@
 //! Only this module knows axum.
 
 mod error;
+mod mcp_http;
 mod tools;
 
 use std::future::Future;
@@ -14,7 +15,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::StreamExt;
 use serde_json::json;
@@ -24,7 +25,7 @@ use tokio::net::TcpListener;
 pub use error::ApiError;
 use error::route_error_response;
 
-use crate::chat::{ChatRequest, ChunkStream};
+use crate::chat::{ChatRequest, ChunkStream, ProviderError};
 use crate::hub::Hub;
 use crate::mcp::Mcp;
 use crate::registry::Registry;
@@ -41,19 +42,22 @@ pub fn router(hub: Arc<Hub>, mcp: Arc<Mcp>, mcp_cancel: CancellationToken) -> Ro
     let api = Router::new()
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/models", get(list_models))
+        .route("/v1/models/{*id}", get(retrieve_model))
         .route("/v1/tools", get(tools::list))
         .route("/v1/tools/{name}", post(tools::call))
         .route_layer(keyed.clone());
-    let mut mcp_routes = Router::new().nest_service(
-        &mcp_path,
-        crate::mcp::http_service(mcp.clone(), None, mcp_cancel.clone()),
-    );
+    let endpoint = |profile: Option<String>| {
+        mcp_http::endpoint(
+            hub.clone(),
+            crate::mcp::http_service(mcp.clone(), profile, mcp_cancel.clone()),
+        )
+    };
+    let mut mcp_routes = Router::new()
+        .route(&mcp_path, endpoint(None))
+        .route(&format!("{mcp_path}/{{*rest}}"), any(mcp_http::no_profile));
     // Profiles present at start get their own endpoint; one added later needs a restart.
     for name in hub.snapshot().profiles.keys() {
-        mcp_routes = mcp_routes.nest_service(
-            &format!("{mcp_path}/{name}"),
-            crate::mcp::http_service(mcp.clone(), Some(name.clone()), mcp_cancel.clone()),
-        );
+        mcp_routes = mcp_routes.route(&format!("{mcp_path}/{name}"), endpoint(Some(name.clone())));
     }
     let mcp_routes = mcp_routes.layer(keyed);
     Router::new()
@@ -189,47 +193,42 @@ pub(crate) async fn read_body(
 fn parse_request(bytes: &[u8]) -> Result<ChatRequest, ApiError> {
     let request: ChatRequest = match serde_json::from_slice(bytes) {
         Ok(request) => request,
-        Err(e) if e.is_syntax() || e.is_eof() => {
-            return Err(ApiError::invalid_request(
-                "invalid_json",
-                format!("request body is not valid JSON: {e}"),
-            ));
-        }
-        // Parse again, only on this slow path, to learn where in the body the problem is.
-        Err(e) => {
-            let mut de = serde_json::Deserializer::from_slice(bytes);
-            let (path, inner) = match serde_path_to_error::deserialize::<_, ChatRequest>(&mut de) {
-                Err(pe) => (pe.path().to_string(), pe.into_inner().to_string()),
-                Ok(_) => (String::new(), e.to_string()),
+        Err(e) if e.is_syntax() || e.is_eof() => return Err(invalid_json(&e)),
+        // Only on this slow path: read the body as plain JSON to say where and what.
+        Err(_) => {
+            let shape = match serde_json::from_slice::<serde_json::Value>(bytes) {
+                Ok(value) => crate::chat::shape_error(&value),
+                Err(e) => return Err(invalid_json(&e)),
             };
-            let field = path.split(['.', '[']).next().unwrap_or("");
-            let param = ["messages", "model", "stream", "stream_options"]
-                .into_iter()
-                .find(|p| *p == field)
-                .or_else(|| inner.contains("`messages`").then_some("messages"));
-            let place = if path.is_empty() || path == "." {
-                String::new()
-            } else {
-                format!("{path}: ")
-            };
-            let api = ApiError::invalid_request(
-                "invalid_request",
-                format!("request body does not match the chat completions schema: {place}{inner}"),
-            );
-            return Err(match param {
-                Some(p) => api.with_param(p),
-                None => api,
-            });
+            return Err(field_error(&shape));
         }
     };
-    if request.messages.is_empty() {
-        return Err(ApiError::invalid_request(
-            "invalid_request",
-            "expected `messages` to hold at least one message, found an empty list",
-        )
-        .with_param("messages"));
-    }
+    request.validate().map_err(|e| field_error(&e))?;
     Ok(request)
+}
+
+fn invalid_json(e: &serde_json::Error) -> ApiError {
+    let what = if e.is_eof() {
+        "it ends early"
+    } else {
+        "a syntax error"
+    };
+    ApiError::invalid_request(
+        "invalid_json",
+        format!(
+            "request body is not valid JSON: {what} at line {} column {}",
+            e.line(),
+            e.column()
+        ),
+    )
+}
+
+fn field_error(e: &crate::chat::FieldError) -> ApiError {
+    let api = ApiError::invalid_request("invalid_request", e.to_string());
+    match e.param() {
+        "" => api,
+        param => api.with_param(param),
+    }
 }
 
 async fn chat_completions(State(hub): State<Arc<Hub>>, request: Request) -> Response {
@@ -306,14 +305,22 @@ fn sse_response(answer: Answer<ChunkStream>) -> Response {
                     )),
                     Some(Err(e)) => {
                         tracing::warn!(%provider, %model, error = %e, "stream failed after it started");
-                        let body = ApiError::new(
-                            StatusCode::BAD_GATEWAY,
-                            "api_error",
-                            "upstream_stream_error",
-                            format!("{provider}/{model} failed mid-stream: {e}"),
-                        )
-                        .body();
-                        Some((Ok(event(body.to_string().as_bytes())), (chunks, true)))
+                        let body = match e {
+                            // The upstream's own error event (already scrubbed of the key) goes
+                            // out as it came, so clients see the upstream's code and message.
+                            ProviderError::StreamError { body } => body,
+                            e => Bytes::from(
+                                ApiError::new(
+                                    StatusCode::BAD_GATEWAY,
+                                    "api_error",
+                                    "upstream_stream_error",
+                                    format!("{provider}/{model} failed mid-stream: {e}"),
+                                )
+                                .body()
+                                .to_string(),
+                            ),
+                        };
+                        Some((Ok(event(&body)), (chunks, true)))
                     }
                     None => Some((Ok(Bytes::from_static(b"data: [DONE]\n\n")), (chunks, true))),
                 }
@@ -340,8 +347,9 @@ fn event(data: &[u8]) -> Bytes {
     buf.freeze()
 }
 
-async fn list_models(State(hub): State<Arc<Hub>>) -> Response {
-    let registry = hub.snapshot();
+/// Every model a client can use: active providers' `provider/model` addresses and the
+/// groups with an active provider, as OpenAI's model objects.
+fn model_objects(registry: &Registry) -> Vec<serde_json::Value> {
     let created = crate::hub::unix(registry.loaded_at);
     let mut data = Vec::new();
     for p in registry.providers.values().filter(|p| p.is_active()) {
@@ -349,12 +357,65 @@ async fn list_models(State(hub): State<Arc<Hub>>) -> Response {
             data.push(json!({"id": format!("{}/{}", p.name, m.id), "object": "model", "created": created, "owned_by": p.name}));
         }
     }
-    for name in registry.groups.keys() {
+    for (name, _) in registry.usable_groups() {
         data.push(
             json!({"id": name, "object": "model", "created": created, "owned_by": "llmhub-group"}),
         );
     }
+    data
+}
+
+async fn list_models(State(hub): State<Arc<Hub>>) -> Response {
+    let data = model_objects(&hub.snapshot());
     axum::Json(json!({"object": "list", "data": data})).into_response()
+}
+
+/// `GET /v1/models/{id}`: ids hold a `/` (`openai/gpt-4.1`), so the path is a wildcard.
+/// Any address that resolves to an active provider is found, listed or not.
+async fn retrieve_model(
+    State(hub): State<Arc<Hub>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    let registry = hub.snapshot();
+    if let Some(found) = model_objects(&registry)
+        .into_iter()
+        .find(|m| m["id"] == id.as_str())
+    {
+        return axum::Json(found).into_response();
+    }
+    let active = registry.chain(&id).map(|chain| {
+        chain.into_iter().find(|t| {
+            registry
+                .providers
+                .get(&t.provider)
+                .is_some_and(|p| p.is_active())
+        })
+    });
+    match active {
+        Ok(Some(target)) => axum::Json(json!({
+            "id": id,
+            "object": "model",
+            "created": crate::hub::unix(registry.loaded_at),
+            "owned_by": target.provider,
+        }))
+        .into_response(),
+        Ok(None) => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            "model_not_found",
+            format!("model `{id}` exists but no provider of it is active (see /health)"),
+        )
+        .with_param("model")
+        .into_response(),
+        Err(e) => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            "model_not_found",
+            e.to_string(),
+        )
+        .with_param("model")
+        .into_response(),
+    }
 }
 
 /// Load balancers probe without a key: they get the status; the details (paths, env

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -32,9 +33,19 @@ pub async fn list(State(hub): State<Arc<Hub>>) -> Response {
 
 pub async fn call(
     State(hub): State<Arc<Hub>>,
-    Path(name): Path<String>,
+    name: Result<Path<String>, PathRejection>,
     request: Request,
 ) -> Response {
+    let name = match name {
+        Ok(Path(name)) => name,
+        Err(e) => {
+            return ApiError::invalid_request(
+                "invalid_tool_name",
+                format!("the tool name in the path is not valid: {}", e.body_text()),
+            )
+            .into_response();
+        }
+    };
     let registry = hub.snapshot();
     let (parts, body) = request.into_parts();
     let bytes = match super::read_body(&registry, &parts.headers, body).await {

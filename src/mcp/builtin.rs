@@ -56,9 +56,9 @@ fn chat_description(registry: &Registry) -> String {
     if !any {
         text.push_str("\n(none: no provider has its key set)");
     }
-    if !registry.groups.is_empty() {
+    if registry.usable_groups().next().is_some() {
         text.push_str("\n\nGroups (tried in order, first healthy answers):");
-        for (name, chain) in &registry.groups {
+        for (name, chain) in registry.usable_groups() {
             let chain: Vec<String> = chain
                 .iter()
                 .map(|t| format!("{}/{}", t.provider, t.model))
@@ -174,8 +174,7 @@ pub fn call(hub: &Hub, registry: &Registry, name: &str, args: &Value) -> Option<
                     .collect(),
             };
             let groups: serde_json::Map<String, Value> = registry
-                .groups
-                .iter()
+                .usable_groups()
                 .map(|(name, chain)| {
                     let chain: Vec<String> = chain
                         .iter()

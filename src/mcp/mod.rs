@@ -619,13 +619,29 @@ pub async fn serve_stdio(hub: Arc<Hub>, profile: Option<String>) -> anyhow::Resu
     Ok(())
 }
 
+/// One streamable HTTP endpoint and its sessions, so the HTTP side can tell a live
+/// session from a made-up id.
+pub struct HttpEndpoint {
+    pub service: StreamableHttpService<Handler, LocalSessionManager>,
+    pub sessions: Sessions,
+}
+
+#[derive(Clone)]
+pub struct Sessions(Arc<LocalSessionManager>);
+
+impl Sessions {
+    pub async fn exists(&self, id: &str) -> bool {
+        use rmcp::transport::streamable_http_server::SessionManager;
+        self.0
+            .has_session(&id.to_string().into())
+            .await
+            .unwrap_or(false)
+    }
+}
+
 /// The streamable HTTP service mounted at `[mcp] http_path`: loopback hosts and origins
 /// are allowed, plus those configured.
-pub fn http_service(
-    mcp: Arc<Mcp>,
-    profile: Option<String>,
-    ct: CancellationToken,
-) -> StreamableHttpService<Handler, LocalSessionManager> {
+pub fn http_service(mcp: Arc<Mcp>, profile: Option<String>, ct: CancellationToken) -> HttpEndpoint {
     let registry = mcp.hub.snapshot();
     let settings = &registry.settings;
     let mut hosts: Vec<String> = vec![
@@ -646,9 +662,9 @@ pub fn http_service(
         .with_allowed_origins(origins)
         .with_cancellation_token(ct);
     let handler = mcp.handler(profile);
-    StreamableHttpService::new(
-        move || Ok(handler.clone()),
-        LocalSessionManager::default().into(),
-        config,
-    )
+    let sessions = Arc::new(LocalSessionManager::default());
+    HttpEndpoint {
+        service: StreamableHttpService::new(move || Ok(handler.clone()), sessions.clone(), config),
+        sessions: Sessions(sessions),
+    }
 }

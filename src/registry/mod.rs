@@ -306,6 +306,20 @@ impl Registry {
         Ok(out)
     }
 
+    /// Groups with at least one active provider in their chain: the ones offered to
+    /// clients (`/v1/models`, `chat_completion`'s description, `list_models`).
+    pub fn usable_groups(&self) -> impl Iterator<Item = (&String, &Vec<Target>)> {
+        self.groups.iter().filter(|(name, _)| {
+            self.chain(name).is_ok_and(|chain| {
+                chain.iter().any(|t| {
+                    self.providers
+                        .get(&t.provider)
+                        .is_some_and(|p| p.is_active())
+                })
+            })
+        })
+    }
+
     /// Groups and active `provider/model` addresses, for error messages and `/v1/models`.
     pub fn known_addresses(&self) -> Vec<String> {
         let mut out: Vec<String> = self.groups.keys().cloned().collect();

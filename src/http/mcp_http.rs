@@ -1,0 +1,163 @@
+//! What the HTTP side adds around rmcp's streamable HTTP service: every error is JSON
+//! (a JSON-RPC error object), malformed JSON is a `-32700` parse error, ending an
+//! unknown session is a 404, and an unknown profile path names the profiles that exist.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::MethodRouter;
+use serde_json::json;
+
+use crate::hub::Hub;
+use crate::mcp::{HttpEndpoint, Sessions};
+
+/// JSON-RPC's codes for a body that is not JSON, and for a request the server refuses.
+const PARSE_ERROR: i64 = -32700;
+const INVALID_REQUEST: i64 = -32600;
+/// Longest plain-text error from the transport that is carried over into JSON.
+const MAX_TEXT: usize = 2048;
+
+#[derive(Clone)]
+struct Guard {
+    hub: Arc<Hub>,
+    sessions: Sessions,
+}
+
+/// The endpoint behind the guard.
+pub fn endpoint(hub: Arc<Hub>, endpoint: HttpEndpoint) -> MethodRouter<Arc<Hub>> {
+    let guard = Guard {
+        hub,
+        sessions: endpoint.sessions,
+    };
+    axum::routing::any_service(endpoint.service).layer(middleware::from_fn_with_state(guard, check))
+}
+
+fn rpc_error(status: StatusCode, code: i64, message: impl Into<String>) -> Response {
+    let body = json!({
+        "jsonrpc": "2.0",
+        "id": null,
+        "error": {"code": code, "message": message.into()},
+    });
+    (status, axum::Json(body)).into_response()
+}
+
+async fn check(State(guard): State<Guard>, request: Request, next: Next) -> Response {
+    let request = match *request.method() {
+        Method::POST => match parsed(&guard.hub, request).await {
+            Ok(request) => request,
+            Err(response) => return response,
+        },
+        Method::DELETE => {
+            let id = request
+                .headers()
+                .get("mcp-session-id")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            if let Some(id) = id
+                && !guard.sessions.exists(&id).await
+            {
+                return rpc_error(
+                    StatusCode::NOT_FOUND,
+                    INVALID_REQUEST,
+                    format!(
+                        "no MCP session `{}`: it never existed, has ended or expired",
+                        shorten(&id)
+                    ),
+                );
+            }
+            request
+        }
+        _ => request,
+    };
+    let deleting = request.method() == Method::DELETE;
+    let response = next.run(request).await;
+    if deleting && response.status() == StatusCode::ACCEPTED {
+        return StatusCode::NO_CONTENT.into_response();
+    }
+    as_json(response).await
+}
+
+/// Session ids are capabilities: logs and errors show only their start.
+fn shorten(id: &str) -> String {
+    let head: String = id.chars().take(8).collect();
+    if head.len() < id.len() {
+        format!("{head}…")
+    } else {
+        head
+    }
+}
+
+/// The POST body, checked to be JSON before rmcp sees it (rmcp answers a plain-text 415).
+async fn parsed(hub: &Hub, request: Request) -> Result<Request, Response> {
+    let (parts, body) = request.into_parts();
+    let registry = hub.snapshot();
+    let bytes = match super::read_body(&registry, &parts.headers, body).await {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            return Err(rpc_error(e.status, INVALID_REQUEST, e.message));
+        }
+    };
+    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
+        return Err(rpc_error(
+            StatusCode::BAD_REQUEST,
+            PARSE_ERROR,
+            format!("Parse error: the body is not valid JSON ({e})"),
+        ));
+    }
+    Ok(Request::from_parts(parts, Body::from(bytes)))
+}
+
+/// A transport error in plain text becomes a JSON-RPC error with the same status.
+async fn as_json(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/event-stream"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, MAX_TEXT)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let message = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_string()
+    } else {
+        text
+    };
+    let mut out = rpc_error(status, INVALID_REQUEST, message);
+    for name in [header::ALLOW, header::WWW_AUTHENTICATE] {
+        if let Some(v) = parts.headers.get(&name) {
+            out.headers_mut().insert(name, v.clone());
+        }
+    }
+    out.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    out
+}
+
+/// `/mcp/NAME` where NAME is no profile the server started with.
+pub async fn no_profile(State(hub): State<Arc<Hub>>, request: Request) -> Response {
+    let path = request.uri().path().to_string();
+    let known = &hub.started_profiles;
+    let message = if known.is_empty() {
+        format!("no MCP endpoint at {path}: no [profiles] are configured")
+    } else {
+        let base = &hub.started.mcp_http_path;
+        let list: Vec<String> = known.iter().map(|p| format!("{base}/{p}")).collect();
+        format!(
+            "no MCP endpoint at {path}: no such profile; profiles: {}",
+            list.join(", ")
+        )
+    };
+    rpc_error(StatusCode::NOT_FOUND, INVALID_REQUEST, message)
+}
