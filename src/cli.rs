@@ -13,9 +13,17 @@ use crate::hub::{self, Health, Hub};
 use crate::registry::{Registry, Secret, Status};
 
 #[derive(Parser)]
-#[command(name = "llmhub", version, about = "A configuration-driven LLM gateway")]
+#[command(
+    name = "llmhub",
+    version,
+    about = "A configuration-driven LLM gateway and MCP server",
+    long_about = "A configuration-driven LLM gateway and MCP server: hub.toml and, beside it, \
+providers.d/ (LLM providers), tools.d/ (prompt tools), servers.d/ (backend MCP servers) and \
+keys.d/ (client keys), one TOML file each, hot-reloaded while serving."
+)]
 struct Cli {
-    /// The hub.toml to read; providers.d/ and tools.d/ are found beside it.
+    /// The hub.toml to read, or a folder holding one; providers.d/, tools.d/, servers.d/
+    /// and keys.d/ are found beside it.
     #[arg(
         long,
         short,
@@ -31,7 +39,11 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the OpenAI-compatible API and MCP over HTTP, reloading the files when they change.
-    Serve,
+    Serve {
+        /// Listen here instead of hub.toml's `server.listen` (e.g. 0.0.0.0:8080).
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<std::net::SocketAddr>,
+    },
     /// Speak MCP on stdin/stdout (for Claude Desktop, Cursor, Claude Code), reloading too.
     Mcp {
         /// Serve only this `[profiles.NAME]` subset of the tools.
@@ -44,21 +56,55 @@ enum Command {
     Models,
     /// Write a starter configuration into a folder.
     Init {
-        /// Where to write hub.toml and providers.d/.
+        /// Where to write hub.toml, providers.d/, tools.d/ and servers.d/.
         #[arg(default_value = ".")]
         dir: PathBuf,
+        /// Overwrite files that exist already.
+        #[arg(long)]
+        force: bool,
     },
 }
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Command::Serve => serve(&cli.config),
-        Command::Mcp { profile } => mcp(&cli.config, profile),
-        Command::Check => check(&cli.config),
-        Command::Models => models(&cli.config),
-        Command::Init { dir } => init(&dir),
+    if let Command::Init { dir, force } = &cli.command {
+        return init(dir, *force);
     }
+    let config = match config_file(&cli.config) {
+        Ok(path) => path,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.command {
+        Command::Serve { listen } => serve(&config, listen),
+        Command::Mcp { profile } => mcp(&config, profile),
+        Command::Check => check(&config),
+        Command::Models => models(&config),
+        Command::Init { .. } => unreachable!("handled above"),
+    }
+}
+
+/// The hub.toml `--config` names: the file itself, or the one inside a folder.
+fn config_file(given: &Path) -> Result<PathBuf, String> {
+    let path = if given.is_dir() {
+        given.join("hub.toml")
+    } else {
+        given.to_path_buf()
+    };
+    if path.is_file() {
+        return Ok(path);
+    }
+    let folder = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    Err(format!(
+        "no configuration at {}: run `llmhub init {}` to write a starter one, or pass --config PATH (a hub.toml or its folder)",
+        path.display(),
+        folder.display()
+    ))
 }
 
 fn init_logging() {
@@ -122,15 +168,15 @@ where
     })
 }
 
-fn serve(config: &Path) -> ExitCode {
+fn serve(config: &Path, listen: Option<std::net::SocketAddr>) -> ExitCode {
     run(config, |hub| async move {
         let registry = hub.snapshot();
-        let listen = registry.settings.listen;
+        let listen = listen.unwrap_or(registry.settings.listen);
         let listener = match tokio::net::TcpListener::bind(listen).await {
             Ok(l) => l,
             Err(e) => {
                 eprintln!(
-                    "error: cannot listen on {listen} (server.listen in {}): {e}",
+                    "error: cannot listen on {listen} (--listen, or server.listen in {}): {e}",
                     config.display()
                 );
                 return ExitCode::FAILURE;
@@ -405,12 +451,12 @@ const STARTER: [(&str, &str); 18] = [
     ),
 ];
 
-fn init(dir: &Path) -> ExitCode {
+fn init(dir: &Path, force: bool) -> ExitCode {
     for (name, _) in STARTER {
         let path = dir.join(name);
-        if path.exists() {
+        if path.exists() && !force {
             eprintln!(
-                "error: {} exists already; nothing was written",
+                "error: {} exists already; nothing was written (--force overwrites)",
                 path.display()
             );
             return ExitCode::FAILURE;

@@ -81,10 +81,17 @@ impl Template {
             return Err(TemplateError {
                 line: None,
                 message: format!(
-                    "template reads undeclared variable{} {}; available: {}",
+                    "template reads undeclared variable{} {}; {}",
                     if unknown.len() > 1 { "s" } else { "" },
                     unknown.join(", "),
-                    allowed.iter().cloned().collect::<Vec<_>>().join(", ")
+                    if allowed.is_empty() {
+                        "no variables are declared".to_string()
+                    } else {
+                        format!(
+                            "available: {}",
+                            allowed.iter().cloned().collect::<Vec<_>>().join(", ")
+                        )
+                    }
                 ),
             });
         }

@@ -477,3 +477,151 @@ fn a_tool_without_description_or_prompt_and_with_a_builtin_name_is_reported() {
         "{errors}"
     );
 }
+
+#[test]
+fn a_default_model_missing_from_models_is_reported() {
+    let s = Shipped::new();
+    s.write(
+        "providers.d/local.toml",
+        "base_url = \"http://127.0.0.1:11434/v1\"\ndefault_model = \"llama9\"\nmodels = [\"llama3\", \"qwen\"]\n",
+    );
+    let err = s.one_error();
+    assert!(
+        err.starts_with("providers.d/local.toml:2:17: default_model: default_model `llama9` is not in this provider's models; expected one of: llama3, qwen"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_missing_providers_folder_is_one_error_that_says_so() {
+    let s = Shipped::new();
+    std::fs::remove_dir_all(s.dir.path().join("providers.d")).expect("rm");
+    let err = s.one_error();
+    assert!(err.starts_with("providers.d:"), "{err}");
+    assert!(err.contains("missing or holds no .toml files"), "{err}");
+}
+
+#[test]
+fn an_unknown_key_suggests_the_nearest_one() {
+    let s = Shipped::new();
+    s.edit("providers.d/mistral.toml", "env_key =", "env_kye =");
+    assert!(s.one_error().ends_with("; did you mean `env_key`?"));
+    let s = Shipped::new();
+    s.edit("providers.d/mistral.toml", "env_key =", "completely_else =");
+    assert!(!s.one_error().contains("did you mean"));
+}
+
+#[test]
+fn an_undeclared_variable_in_a_tool_without_arguments_says_none_are_declared() {
+    let s = Shipped::new();
+    s.write(
+        "tools.d/bare.toml",
+        "description = \"d\"\nprompt = \"Hello {{ name }}\"\n",
+    );
+    let err = s.one_error();
+    assert!(
+        err.contains("undeclared variable name; no variables are declared"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_prefix_collision_is_placed_at_the_prefix() {
+    let s = Shipped::new();
+    s.write(
+        "servers.d/one.toml",
+        "url = \"http://127.0.0.1:9/mcp\"\nprefix = \"same\"\n",
+    );
+    s.write(
+        "servers.d/two.toml",
+        "url = \"http://127.0.0.1:9/mcp\"\nprefix = \"same\"\n",
+    );
+    let err = s.one_error();
+    assert!(err.starts_with("servers.d/two.toml:2:10: prefix:"), "{err}");
+}
+
+#[test]
+fn the_readme_reference_hub_toml_checks_clean() {
+    let readme = include_str!("../README.md");
+    let section = readme
+        .split("### hub.toml\n")
+        .nth(1)
+        .expect("a hub.toml section");
+    let toml = section
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|s| s.split("```").next())
+        .expect("a toml block");
+    let s = Shipped::new();
+    s.write("hub.toml", toml);
+    assert_eq!(s.errors(), Vec::<String>::new());
+}
+
+#[test]
+fn the_cli_finds_hub_toml_in_a_folder_and_suggests_init_without_one() {
+    let s = Shipped::new();
+    let (code, out, err) = llmhub(&["check"], s.dir.path());
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("ok:"), "{out}");
+    let empty = tempfile::tempdir().expect("tempdir");
+    for cmd in ["check", "serve", "mcp", "models"] {
+        let (code, _, err) = llmhub(&[cmd], empty.path());
+        assert_eq!(code, 1, "{cmd}");
+        assert!(err.contains("llmhub init"), "{cmd}: {err}");
+        assert!(err.contains("no configuration at"), "{cmd}: {err}");
+    }
+}
+
+#[test]
+fn init_force_overwrites() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hub = dir.path().join("hub.toml");
+    std::fs::write(&hub, "# mine\n").expect("write");
+    let run = |force: bool| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_llmhub"));
+        cmd.arg("init").arg(dir.path());
+        if force {
+            cmd.arg("--force");
+        }
+        cmd.output().expect("run")
+    };
+    assert_eq!(run(false).status.code(), Some(1));
+    assert_eq!(std::fs::read_to_string(&hub).expect("read"), "# mine\n");
+    assert!(run(true).status.success());
+    assert_ne!(std::fs::read_to_string(&hub).expect("read"), "# mine\n");
+}
+
+#[test]
+fn serve_listen_overrides_hub_toml() {
+    use std::io::{BufRead, BufReader};
+    let s = Shipped::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_llmhub"))
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--config",
+        ])
+        .arg(s.hub())
+        .env_remove("LLMHUB_CONFIG")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    let serving = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find(|l| l.contains("llmhub serving"))
+        .expect("a serving line");
+    assert!(serving.contains(&format!("127.0.0.1:{port}")), "{serving}");
+    let connected = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(connected);
+}

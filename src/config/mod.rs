@@ -409,7 +409,8 @@ fn parse_file<T: DeserializeOwned + Default>(
                                 find_key(item, field, &mut path);
                             }
                             let path: Vec<&str> = path.iter().map(String::as_str).collect();
-                            source.error_at_key(&path, e.message().trim_end_matches('.'))
+                            let message = e.message().trim_end().trim_end_matches('.');
+                            source.error_at_key(&path, with_suggestion(message, field))
                         }
                         _ => source.error_from_de(&e),
                     };
@@ -425,6 +426,44 @@ fn parse_file<T: DeserializeOwned + Default>(
             None
         }
     }
+}
+
+/// Serde's "unknown field `x`, expected one of `a`, `b`" with the nearest expected
+/// name added, when one is close enough to be a typo.
+fn with_suggestion(message: &str, field: &str) -> String {
+    let expected = message
+        .split_once("expected one of ")
+        .or_else(|| message.split_once("expected "))
+        .map(|(_, list)| list)
+        .unwrap_or("");
+    let best = expected
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(|name| (edit_distance(field, name), name))
+        .min();
+    match best {
+        Some((d, name)) if d > 0 && d <= 2.max(field.len() / 4) => {
+            format!("{message}; did you mean `{name}`?")
+        }
+        _ => message.to_string(),
+    }
+}
+
+/// Levenshtein distance, for suggestions among a few short names.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
 }
 
 fn unknown_field(message: &str) -> Option<&str> {

@@ -359,6 +359,21 @@ pub fn build(
     let mut providers = BTreeMap::new();
     // Files already reported as wrong; references to them would only repeat the news.
     let mut broken = tree.broken.clone();
+    // With no provider at all, every model address fails the same way: say it once.
+    let no_providers = tree.providers.is_empty() && tree.broken.is_empty();
+    let mut reported_no_providers = false;
+    let mut no_provider_error = |errors: &mut Vec<ConfigError>| {
+        if !reported_no_providers {
+            reported_no_providers = true;
+            errors.push(ConfigError::whole_file(
+                &tree.dir.join(crate::config::PROVIDERS_DIR),
+                format!(
+                    "no providers: {}/ is missing or holds no .toml files, so no model address can resolve; `llmhub init` writes a starter set",
+                    crate::config::PROVIDERS_DIR
+                ),
+            ));
+        }
+    };
     for parsed in &tree.providers {
         match build_provider(parsed, &settings, &lookup, &mut errors) {
             Some(p) => {
@@ -409,13 +424,16 @@ pub fn build(
                 .find(|p| p.name == b.name)
                 .map(|p| &p.source);
             if let Some(src) = src {
-                errors.push(src.error_at(
-                    &[],
+                // Point at `prefix`, or at the first line when the prefix is the file name.
+                let mut err = src.error_at(
+                    &["prefix"],
                     format!(
                         "prefix `{}` is also the prefix of backend `{other}`; give one a `prefix`",
                         b.prefix
                     ),
-                ));
+                );
+                err.position.get_or_insert((1, 1));
+                errors.push(err);
             }
         }
     }
@@ -447,6 +465,7 @@ pub fn build(
             }
             match registry.resolve_inner(entry, false) {
                 Ok(targets) => chain.extend(targets),
+                Err(_) if no_providers => no_provider_error(&mut errors),
                 Err(e) if !refers_to_broken(&broken, entry) => errors.push(
                     hub.source
                         .error_at(&["groups", name, &i.to_string()], e.to_string()),
@@ -462,14 +481,29 @@ pub fn build(
         && let Err(e) = registry.resolve(model)
         && !refers_to_broken(&broken, model)
     {
-        errors.push(
-            hub.source
-                .error_at(&["routing", "default_model"], e.to_string()),
-        );
+        if no_providers {
+            no_provider_error(&mut errors);
+        } else {
+            errors.push(
+                hub.source
+                    .error_at(&["routing", "default_model"], e.to_string()),
+            );
+        }
     }
 
+    if no_providers
+        && tree.tools.iter().any(|t| {
+            t.raw
+                .model
+                .as_deref()
+                .is_some_and(|m| registry.resolve(m).is_err())
+        })
+    {
+        no_provider_error(&mut errors);
+    }
     let resolve = |address: &str| -> Option<String> {
         match registry.resolve(address) {
+            Err(_) if no_providers => None,
             Err(e) if !refers_to_broken(&broken, address) && !tree.hub_broken => {
                 Some(e.to_string())
             }
@@ -743,6 +777,20 @@ fn build_provider(
                 ));
             }
         }
+    }
+    if let Some(m) = &raw.default_model
+        && !models.is_empty()
+        && !seen.contains(m)
+        && !aliases.contains_key(m)
+    {
+        let ids: Vec<&str> = models.iter().map(|m| m.id.as_str()).collect();
+        errors.push(src.error_at(
+            &["default_model"],
+            format!(
+                "default_model `{m}` is not in this provider's models; expected one of: {}",
+                ids.join(", ")
+            ),
+        ));
     }
     let default_model = raw
         .default_model
