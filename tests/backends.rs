@@ -778,3 +778,31 @@ fn servers_d_errors_are_reported_with_their_place() {
         "{joined}"
     );
 }
+
+#[tokio::test]
+async fn a_one_shot_stdio_client_sees_backend_tools_in_its_first_list() {
+    let cfg = base_config();
+    let (toml, _) = stdio_backend(&cfg);
+    cfg.write("servers.d/inner.toml", &toml);
+    // Everything at once, as a one-shot client sends it: the backend is still starting.
+    let input = concat!(
+        r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#,
+        "\n",
+        r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+        "\n",
+        r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#,
+        "\n",
+    );
+    let out = common::run_stdio(&cfg.hub_path(), input).await;
+    let list = out
+        .iter()
+        .find(|v| v["id"] == 2)
+        .unwrap_or_else(|| panic!("no tools/list reply: {out:?}"));
+    let names: Vec<&str> = list["result"]["tools"]
+        .as_array()
+        .expect("tools")
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert!(names.contains(&"inner__shout"), "{names:?}");
+}

@@ -458,3 +458,68 @@ async fn health_details_need_a_key_when_keys_are_configured() {
         "LLMHUB_TEST_UNSET_KEY is not set"
     );
 }
+
+const INIT: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
+
+#[tokio::test]
+async fn stdio_answers_every_bad_line_with_a_json_rpc_error_carrying_its_id() {
+    let cfg = ConfigDir::new(HUB);
+    cfg.write(
+        "providers.d/echo.toml",
+        "adapter = \"echo\"\nmodels = [\"echo\"]\n",
+    );
+    let input = [
+        INIT,
+        r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+        "{not json",
+        r#"{"jsonrpc":"2.0","id":7,"method":"nope/nothing"}"#,
+        r#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":5}"#,
+        r#"{"jsonrpc":"2.0","id":10,"method":"tools/call"}"#,
+        r#"{"id":"eleven"}"#,
+        r#"{"jsonrpc":"2.0","id":12,"method":"ping"}"#,
+    ]
+    .join("\n")
+        + "\n";
+    let out = run_stdio(&cfg.hub_path(), &input).await;
+    let by_id = |id: Value| {
+        out.iter()
+            .find(|v| v["id"] == id)
+            .unwrap_or_else(|| panic!("no reply for {id}: {out:?}"))
+            .clone()
+    };
+    let parse = by_id(Value::Null);
+    assert_eq!(parse["error"]["code"], -32700);
+    let unknown = by_id(json!(7));
+    assert_eq!(unknown["error"]["code"], -32601);
+    assert_eq!(
+        unknown["error"]["message"],
+        "method `nope/nothing` is not supported by llmhub"
+    );
+    assert_eq!(by_id(json!(9))["error"]["code"], -32602);
+    assert_eq!(by_id(json!(10))["error"]["code"], -32602);
+    assert_eq!(by_id(json!("eleven"))["error"]["code"], -32600);
+    assert!(
+        by_id(json!(12))["result"].is_object(),
+        "ping still answered"
+    );
+    assert_eq!(out.len(), 7, "one reply per request: {out:?}");
+}
+
+#[tokio::test]
+async fn stdio_closed_before_initialize_exits_non_zero() {
+    let cfg = ConfigDir::new(HUB);
+    cfg.write(
+        "providers.d/echo.toml",
+        "adapter = \"echo\"\nmodels = [\"echo\"]\n",
+    );
+    let status = tokio::process::Command::new(env!("CARGO_BIN_EXE_llmhub"))
+        .args(["mcp", "--config"])
+        .arg(cfg.hub_path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .await
+        .expect("run");
+    assert_eq!(status.code(), Some(1));
+}

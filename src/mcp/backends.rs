@@ -66,6 +66,8 @@ struct State {
     spec: Mutex<Backend>,
     live: Mutex<Live>,
     cancel: CancellationToken,
+    /// Shared by every backend: woken whenever one's phase changes.
+    phases: Arc<Notify>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -77,6 +79,7 @@ pub struct Backends {
     states: Mutex<BTreeMap<String, Arc<State>>>,
     /// Wakes the MCP side to recompute and announce the lists.
     pub changed: Arc<Notify>,
+    phases: Arc<Notify>,
 }
 
 impl Default for Backends {
@@ -84,6 +87,7 @@ impl Default for Backends {
         Self {
             states: Mutex::new(BTreeMap::new()),
             changed: Arc::new(Notify::new()),
+            phases: Arc::new(Notify::new()),
         }
     }
 }
@@ -129,6 +133,7 @@ impl Backends {
                     connects: 0,
                 }),
                 cancel: CancellationToken::new(),
+                phases: self.phases.clone(),
             });
             if spec.status == Status::Active {
                 tokio::spawn(supervise(state.clone(), self.changed.clone()));
@@ -136,6 +141,34 @@ impl Backends {
             states.insert(spec.name.clone(), state);
         }
         self.changed.notify_one();
+    }
+
+    /// Waits until no backend is still on its first connection attempt, for at most the
+    /// longest `timeout_s` among those: a one-shot client's first `tools/list` then
+    /// sees the backends that are up, not an empty list that fills a moment later.
+    pub async fn first_connects(&self) {
+        let pending = |states: &[(String, Arc<State>)]| -> Option<Duration> {
+            states
+                .iter()
+                .filter(|(_, s)| lock(&s.live).phase == Phase::Connecting)
+                .map(|(_, s)| lock(&s.spec).timeout)
+                .max()
+        };
+        let Some(limit) = pending(&self.snapshot()) else {
+            return;
+        };
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let woken = self.phases.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            if pending(&self.snapshot()).is_none() {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, woken).await.is_err() {
+                return;
+            }
+        }
     }
 
     fn snapshot(&self) -> Vec<(String, Arc<State>)> {
@@ -419,6 +452,8 @@ fn set_phase(state: &State, phase: Phase, peer: Option<Peer<RoleClient>>) {
     }
     live.phase = phase;
     live.peer = peer;
+    drop(live);
+    state.phases.notify_waiters();
 }
 
 /// Keeps one backend connected until its state is cancelled.

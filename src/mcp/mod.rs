@@ -4,6 +4,7 @@
 
 pub mod backends;
 mod builtin;
+mod stdio;
 
 use std::collections::BTreeSet;
 use std::collections::hash_map::DefaultHasher;
@@ -427,11 +428,22 @@ impl ServerHandler for Handler {
         sessions.push(context.peer.clone());
     }
 
+    /// Methods rmcp does not route here are either unknown, or known ones whose params
+    /// did not parse; say which, naming the method.
+    async fn on_custom_request(
+        &self,
+        request: rmcp::model::CustomRequest,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::CustomResult, McpError> {
+        Err(unsupported_method(&request.method))
+    }
+
     async fn list_tools(
         &self,
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
+        self.mcp.backends.first_connects().await;
         let registry = self.mcp.hub.snapshot();
         let profile = self.profile(&registry)?;
         Ok(ListToolsResult::with_all_items(
@@ -601,6 +613,32 @@ fn coerce_prompt_arguments(schema: &Map<String, Value>, args: Map<String, Value>
     Value::Object(coerced)
 }
 
+/// MCP methods llmhub serves: a request for one of them that rmcp could not parse
+/// has bad params, not an unknown method.
+const SERVED_METHODS: [&str; 9] = [
+    "initialize",
+    "ping",
+    "tools/list",
+    "tools/call",
+    "prompts/list",
+    "prompts/get",
+    "server/discover",
+    "subscriptions/listen",
+    "logging/setLevel",
+];
+
+fn unsupported_method(method: &str) -> McpError {
+    if SERVED_METHODS.contains(&method) {
+        McpError::invalid_params(format!("`{method}`: missing or malformed `params`"), None)
+    } else {
+        McpError::new(
+            rmcp::model::ErrorCode::METHOD_NOT_FOUND,
+            format!("method `{method}` is not supported by llmhub"),
+            None,
+        )
+    }
+}
+
 /// MCP over stdio until the client closes it; logs go to stderr.
 pub async fn serve_stdio(hub: Arc<Hub>, profile: Option<String>) -> anyhow::Result<()> {
     if let Some(name) = &profile
@@ -613,10 +651,18 @@ pub async fn serve_stdio(hub: Arc<Hub>, profile: Option<String>) -> anyhow::Resu
         );
     }
     let mcp = Mcp::start(hub);
-    let service = mcp.handler(profile).serve(rmcp::transport::stdio()).await?;
-    service.waiting().await?;
+    let (stdio, transport) = stdio::Stdio::start(tokio::io::stdin(), tokio::io::stdout());
+    let served = match mcp.handler(profile).serve(transport).await {
+        Ok(service) => service
+            .waiting()
+            .await
+            .map(drop)
+            .map_err(anyhow::Error::from),
+        Err(e) => Err(e.into()),
+    };
     mcp.backends.stop();
-    Ok(())
+    stdio.finish().await;
+    served
 }
 
 /// One streamable HTTP endpoint and its sessions, so the HTTP side can tell a live
