@@ -287,3 +287,53 @@ async fn an_idle_gateway_reads_no_files_after_a_read_or_an_edit() {
         json!({"applied": 1, "unchanged": 0, "failed": 0})
     );
 }
+
+#[test]
+fn fixing_a_broken_file_is_logged() {
+    use std::io::{BufRead, BufReader};
+    use std::sync::mpsc;
+    use std::time::Duration;
+    let cfg = ConfigDir::new("[server]\nlisten = \"127.0.0.1:0\"\n");
+    cfg.write(
+        "providers.d/echo.toml",
+        "adapter = \"echo\"\nmodels = [\"echo\"]\n",
+    );
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_llmhub"))
+        .args(["serve", "--config"])
+        .arg(cfg.hub_path())
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let (tx, rx) = mpsc::channel();
+    let stderr = child.stderr.take().expect("stderr");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let wait_for = |needle: &str| {
+        loop {
+            let line = rx
+                .recv_timeout(Duration::from_secs(10))
+                .unwrap_or_else(|_| panic!("no log line with {needle:?} within 10s"));
+            if line.contains(needle) {
+                return line;
+            }
+        }
+    };
+    wait_for("llmhub serving");
+    cfg.write("providers.d/echo.toml", "adapter = \"echo\"\nmodels = 5\n");
+    wait_for("configuration rejected");
+    cfg.write(
+        "providers.d/echo.toml",
+        "adapter = \"echo\"\nmodels = [\"echo\"]\n",
+    );
+    let fixed = wait_for("configuration valid again");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(fixed.contains("INFO"), "{fixed}");
+}
