@@ -390,6 +390,45 @@ impl ChatRequest {
     }
 }
 
+/// Token counts of one answer, from OpenAI's `usage` object (which every adapter
+/// produces): `input` includes cached and cache-written tokens, `output` includes
+/// reasoning tokens.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Usage {
+    pub input: u64,
+    pub cached: u64,
+    pub cache_write: u64,
+    pub output: u64,
+    pub reasoning: u64,
+}
+
+impl Usage {
+    pub fn from_openai(usage: &Value) -> Option<Usage> {
+        let n = |path: &str| usage.pointer(path).and_then(Value::as_u64).unwrap_or(0);
+        if !usage.is_object() {
+            return None;
+        }
+        Some(Usage {
+            input: n("/prompt_tokens"),
+            cached: n("/prompt_tokens_details/cached_tokens"),
+            cache_write: n("/prompt_tokens_details/cache_creation_tokens"),
+            output: n("/completion_tokens"),
+            reasoning: n("/completion_tokens_details/reasoning_tokens"),
+        })
+    }
+
+    /// The `usage` of a whole `chat.completion` body, read without building the rest.
+    pub fn of_completion(body: &[u8]) -> Option<Usage> {
+        #[derive(Deserialize)]
+        struct Only {
+            #[serde(default)]
+            usage: Option<Value>,
+        }
+        let only: Only = serde_json::from_slice(body).ok()?;
+        Usage::from_openai(only.usage.as_ref()?)
+    }
+}
+
 /// A request field that is present but unusable: where (a path such as
 /// `messages[2].role`) and what was expected and found.
 #[derive(Debug, Clone, PartialEq, Eq)]

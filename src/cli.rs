@@ -54,6 +54,21 @@ enum Command {
     Check,
     /// List providers and models, active or not and why.
     Models,
+    /// Print usage from the ledger: requests, tokens and cost, grouped as asked.
+    Usage {
+        /// day (today, UTC), week (the last 7 days), month (this calendar month) or all.
+        #[arg(long, default_value = "month")]
+        period: String,
+        /// Group by any of model, provider, project, agent, key, day (comma-separated).
+        #[arg(long, default_value = "model")]
+        by: String,
+        /// Only this project.
+        #[arg(long)]
+        project: Option<String>,
+        /// Only this agent.
+        #[arg(long)]
+        agent: Option<String>,
+    },
     /// Write a starter configuration into a folder.
     Init {
         /// Where to write hub.toml, providers.d/, tools.d/ and servers.d/.
@@ -82,6 +97,12 @@ pub fn main() -> ExitCode {
         Command::Mcp { profile } => mcp(&config, profile),
         Command::Check => check(&config),
         Command::Models => models(&config),
+        Command::Usage {
+            period,
+            by,
+            project,
+            agent,
+        } => usage(&config, &period, &by, project, agent),
         Command::Init { .. } => unreachable!("handled above"),
     }
 }
@@ -355,6 +376,144 @@ fn models(config: &Path) -> ExitCode {
     // A closed pipe (`llmhub models | head`) is not an error worth a panic.
     let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), out.as_bytes());
     ExitCode::SUCCESS
+}
+
+fn usage(
+    config: &Path,
+    period: &str,
+    by: &str,
+    project: Option<String>,
+    agent: Option<String>,
+) -> ExitCode {
+    let r = match hub::load_registry(config, 1) {
+        Ok(r) => r,
+        Err(errors) => {
+            print_errors(&errors);
+            return ExitCode::FAILURE;
+        }
+    };
+    let Some(url) = r.settings.storage_url.clone() else {
+        eprintln!("error: the usage ledger is off ([storage] ledger = false)");
+        return ExitCode::FAILURE;
+    };
+    let (period, query) =
+        match crate::store::report_query(Some(period), Some(by), project, agent, None) {
+            Ok(q) => q,
+            Err(message) => {
+                eprintln!("error: {message}");
+                return ExitCode::FAILURE;
+            }
+        };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let rows = runtime.block_on(async {
+        let store = crate::store::Store::open(url.expose()).await?;
+        store.usage(&query).await
+    });
+    let rows = match rows {
+        Ok(rows) => rows,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let report = crate::store::report_json(period, &query, &rows);
+    let _ = std::io::Write::write_all(
+        &mut std::io::stdout().lock(),
+        usage_table(&query, &rows, &report).as_bytes(),
+    );
+    ExitCode::SUCCESS
+}
+
+/// The usage report as an aligned text table, a total line last.
+fn usage_table(
+    query: &crate::store::UsageQuery,
+    rows: &[crate::store::UsageRow],
+    report: &serde_json::Value,
+) -> String {
+    let mut header: Vec<String> = query
+        .group_by
+        .iter()
+        .map(|d| d.name().to_string())
+        .collect();
+    header.extend(
+        [
+            "requests",
+            "failed",
+            "input",
+            "cached",
+            "output",
+            "reasoning",
+            "cost_usd",
+            "unpriced",
+        ]
+        .map(str::to_string),
+    );
+    let line = |group: Vec<String>, t: &crate::store::Totals| -> Vec<String> {
+        let mut cells = group;
+        cells.extend([
+            t.requests.to_string(),
+            t.failed.to_string(),
+            t.input_tokens.to_string(),
+            t.cached_tokens.to_string(),
+            t.output_tokens.to_string(),
+            t.reasoning_tokens.to_string(),
+            format!("{:.6}", t.cost_usd),
+            t.unpriced.to_string(),
+        ]);
+        cells
+    };
+    let mut table = vec![header];
+    for r in rows {
+        let group = query
+            .group_by
+            .iter()
+            .map(|d| r.group.get(d.name()).cloned().unwrap_or_default())
+            .collect();
+        table.push(line(group, &r.totals));
+    }
+    let total: crate::store::Totals =
+        serde_json::from_value(report["total"].clone()).unwrap_or_default();
+    let mut label = vec![String::new(); query.group_by.len()];
+    if let Some(first) = label.first_mut() {
+        *first = "total".to_string();
+    }
+    table.push(line(label, &total));
+    let widths: Vec<usize> = (0..table[0].len())
+        .map(|i| {
+            table
+                .iter()
+                .map(|row| row[i].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for row in &table {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .enumerate()
+            .map(|(i, (c, w))| {
+                if i < query.group_by.len() {
+                    format!("{c:<w$}")
+                } else {
+                    format!("{c:>w$}")
+                }
+            })
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
 }
 
 /// The running server's `/health`, if one answers on the configured address, for its

@@ -14,5 +14,6 @@ pub mod mcp;
 pub mod registry;
 pub mod reload;
 pub mod route;
+pub mod store;
 pub mod template;
 pub mod tools;

@@ -74,6 +74,17 @@ fn restart_settings(hub: &Hub, next: &registry::Registry) -> Vec<String> {
         format!("{:?}", hub.started_profiles),
         format!("{:?}", next.profiles.keys().collect::<Vec<_>>()),
     );
+    let storage = |s: &registry::Settings| {
+        s.storage_url
+            .as_ref()
+            .map_or("off".to_string(), |u| crate::store::redact_url(u.expose()))
+    };
+    differs("storage", storage(was), storage(now));
+    differs(
+        "storage.retention_days",
+        was.retention_days.to_string(),
+        now.retention_days.to_string(),
+    );
     differs(
         "mcp.allowed_origins",
         format!("{:?}", was.mcp_allowed_origins),

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
-use crate::chat::{ChatRequest, Message};
-use crate::hub::Hub;
+use crate::chat::{ChatRequest, Message, Usage};
+use crate::hub::{Caller, Hub, Record};
 use crate::registry::Registry;
 pub use crate::registry::tools::{
     ArgumentIssue, BUILTIN_NAMES, MAX_ARGUMENT_BYTES, PromptArgumentInfo, PromptTool, issues,
@@ -96,6 +96,7 @@ pub async fn run(
     registry: &Registry,
     tool: &PromptTool,
     args: &Value,
+    call: &Call,
 ) -> Result<ToolOutput, ToolError> {
     let (system, prompt) = render(tool, args)?;
     tool.availability(registry)
@@ -125,7 +126,7 @@ pub async fn run(
         stream_options: None,
         extra,
     };
-    let mut output = complete(hub, registry, &request, tool.timeout).await?;
+    let mut output = complete(hub, registry, &request, tool.timeout, call).await?;
     if let Some(validator) = &tool.output {
         let parsed: Value = match serde_json::from_str(strip_fences(&output.text)) {
             Ok(v) => v,
@@ -160,21 +161,90 @@ fn strip_fences(text: &str) -> &str {
         .map_or(t, str::trim)
 }
 
-/// Sends a chat request through routing and reads the reply text and usage.
+/// Who called a tool and through which surface, for the ledger.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub caller: Caller,
+    /// `mcp_chat`, `mcp_tool` or `http_tool`.
+    pub surface: &'static str,
+}
+
+/// Takes `project_id` and `agent_id` out of tool arguments (MCP's attribution, as the
+/// LLM Gateway MCP server has it); a prompt tool's own schema never sees them.
+pub fn caller_from_args(args: &mut Value, fallback: Caller) -> Caller {
+    let mut take = |key: &str| match args.as_object_mut().and_then(|o| o.remove(key)) {
+        Some(Value::String(s)) => Some(s),
+        _ => None,
+    };
+    let project = take("project_id");
+    let agent = take("agent_id");
+    if project.is_none() && agent.is_none() {
+        return fallback;
+    }
+    let mut caller = Caller::new(
+        project.as_deref().or(Some(fallback.project.as_str())),
+        agent.as_deref().or(Some(fallback.agent.as_str())),
+    );
+    caller.key = fallback.key;
+    caller
+}
+
+/// Sends a chat request through routing and reads the reply text and usage; the
+/// outcome goes to the ledger either way.
 pub async fn complete(
     hub: &Hub,
     registry: &Registry,
     request: &ChatRequest,
     timeout: Option<Duration>,
+    call: &Call,
 ) -> Result<ToolOutput, ToolError> {
-    let call = route::chat(hub, registry, request);
-    let answer = match timeout {
-        Some(t) => tokio::time::timeout(t, call)
+    let started = std::time::Instant::now();
+    let routed = route::chat(hub, registry, request);
+    let outcome = match timeout {
+        Some(t) => tokio::time::timeout(t, routed)
             .await
-            .map_err(|_| ToolError::Timeout(t))?,
-        None => call.await,
-    }
-    .map_err(ToolError::Route)?;
+            .map_err(|_| ToolError::Timeout(t))
+            .and_then(|r| r.map_err(ToolError::Route)),
+        None => routed.await.map_err(ToolError::Route),
+    };
+    let record = |provider: String, model: String, status: u16, attempts: usize| Record {
+        surface: call.surface,
+        caller: call.caller.clone(),
+        requested: request.model.clone(),
+        provider,
+        model,
+        status,
+        attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+        streamed: false,
+        usage: Usage::default(),
+        latency: started.elapsed(),
+        ttft: None,
+        error: None,
+    };
+    let answer = match outcome {
+        Ok(answer) => answer,
+        Err(e) => {
+            let (provider, model, status, attempts) = match &e {
+                ToolError::Route(r) => {
+                    let (p, m) = r.last_target().unwrap_or_default();
+                    (p.to_string(), m.to_string(), r.status(), r.attempts().len())
+                }
+                _ => (String::new(), String::new(), 504, 0),
+            };
+            let mut row = record(provider, model, status, attempts);
+            row.error = Some(e.to_string());
+            hub.record(registry, row);
+            return Err(e);
+        }
+    };
+    let mut row = record(
+        answer.target.provider.clone(),
+        answer.target.model.clone(),
+        200,
+        answer.attempts.len() + 1,
+    );
+    row.usage = Usage::of_completion(&answer.value.body).unwrap_or_default();
+    hub.record(registry, row);
     let body: Value = serde_json::from_slice(&answer.value.body).unwrap_or(Value::Null);
     let message = &body["choices"][0]["message"];
     let mut text = message["content"].as_str().unwrap_or_default().to_string();
@@ -221,7 +291,9 @@ pub fn chat_completion_schema() -> &'static (Map<String, Value>, jsonschema::Val
                 "max_tokens": {"type": "integer", "minimum": 1},
                 "top_p": {"type": "number", "minimum": 0, "maximum": 1},
                 "stop": {"type": "array", "items": {"type": "string"}, "maxItems": 4},
-                "response_format": {"type": "object", "description": "As in the OpenAI API: {\"type\": \"json_object\"} or {\"type\": \"json_schema\", \"json_schema\": {...}}."}
+                "response_format": {"type": "object", "description": "As in the OpenAI API: {\"type\": \"json_object\"} or {\"type\": \"json_schema\", \"json_schema\": {...}}."},
+                "project_id": {"type": "string", "description": "The project this call's usage and cost are attributed to (default: `default`)."},
+                "agent_id": {"type": "string", "description": "The agent this call's usage is attributed to."}
             },
             "additionalProperties": false
         });
@@ -237,6 +309,7 @@ pub async fn chat_completion(
     hub: &Hub,
     registry: &Registry,
     args: &Value,
+    call: &Call,
 ) -> Result<ToolOutput, ToolError> {
     let (_, validator) = chat_completion_schema();
     let mut found = issues(validator, args);
@@ -286,5 +359,5 @@ pub async fn chat_completion(
         stream_options: None,
         extra,
     };
-    complete(hub, registry, &request, None).await
+    complete(hub, registry, &request, None, call).await
 }

@@ -302,7 +302,10 @@ fn usage(u: &Value) -> Value {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
-        "prompt_tokens_details": {"cached_tokens": n("cache_read_input_tokens")},
+        "prompt_tokens_details": {
+            "cached_tokens": n("cache_read_input_tokens"),
+            "cache_creation_tokens": n("cache_creation_input_tokens"),
+        },
     })
 }
 

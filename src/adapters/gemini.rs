@@ -363,6 +363,7 @@ fn usage(u: &Value) -> Value {
         "prompt_tokens": prompt,
         "completion_tokens": total.saturating_sub(prompt),
         "total_tokens": total,
+        "prompt_tokens_details": {"cached_tokens": n("cachedContentTokenCount")},
         "completion_tokens_details": {"reasoning_tokens": n("thoughtsTokenCount")},
     })
 }

@@ -29,6 +29,18 @@ pub struct RawHub {
     pub groups: BTreeMap<String, Vec<String>>,
     pub mcp: RawMcp,
     pub profiles: BTreeMap<String, RawProfile>,
+    pub storage: RawStorage,
+}
+
+/// `[storage]`: where the usage ledger lives (restart-only).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawStorage {
+    pub url: Option<String>,
+    pub url_env: Option<String>,
+    pub retention_days: Option<u32>,
+    /// `false` turns the usage ledger off (nothing is recorded or reported).
+    pub ledger: Option<bool>,
 }
 
 /// `[profiles.NAME]`: the subset of MCP tools one client is given.
@@ -141,7 +153,9 @@ pub struct RawModel {
     pub context_tokens: Option<u64>,
     pub max_output_tokens: Option<u64>,
     pub cost_input_per_1m: Option<f64>,
+    pub cost_cached_input_per_1m: Option<f64>,
     pub cost_output_per_1m: Option<f64>,
+    pub cost_cache_write_per_1m: Option<f64>,
     pub capabilities: Vec<String>,
 }
 

@@ -79,7 +79,6 @@ impl IntoResponse for ApiError {
 /// A route failure as the client sees it. A request the upstream refused is returned
 /// with the upstream's status and, when it is OpenAI-shaped, the upstream's own body.
 pub(crate) fn route_error_response(err: RouteError) -> Response {
-    use crate::chat::ProviderError;
     let api = match err {
         RouteError::NoModel => {
             ApiError::invalid_request("model_required", err.to_string()).with_param("model")
@@ -107,32 +106,14 @@ pub(crate) fn route_error_response(err: RouteError) -> Response {
             body,
             attempts,
         } => return rejected(provider, model, status, body, attempts),
-        RouteError::Exhausted {
-            ref attempts,
-            ref last,
-        } => {
-            let all_skipped = attempts.iter().all(|a| a.outcome == "skipped");
-            let (status, kind, code) = match last.as_ref() {
-                // Every provider was asked for something it cannot do: the request must change.
-                Some(ProviderError::Unsupported(_)) if all_skipped => (
-                    StatusCode::BAD_REQUEST,
-                    "invalid_request_error",
-                    "unsupported_parameter",
-                ),
-                _ if all_skipped => (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "api_error",
-                    "no_provider_available",
-                ),
-                Some(ProviderError::Timeout(_)) => {
-                    (StatusCode::GATEWAY_TIMEOUT, "api_error", "upstream_timeout")
-                }
-                Some(e) if e.status() == Some(429) => (
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "rate_limit_error",
-                    "rate_limit_exceeded",
-                ),
-                _ => (StatusCode::BAD_GATEWAY, "api_error", "upstream_error"),
+        RouteError::Exhausted { ref attempts, .. } => {
+            let status = StatusCode::from_u16(err.status()).unwrap_or(StatusCode::BAD_GATEWAY);
+            let (kind, code) = match status {
+                StatusCode::BAD_REQUEST => ("invalid_request_error", "unsupported_parameter"),
+                StatusCode::SERVICE_UNAVAILABLE => ("api_error", "no_provider_available"),
+                StatusCode::GATEWAY_TIMEOUT => ("api_error", "upstream_timeout"),
+                StatusCode::TOO_MANY_REQUESTS => ("rate_limit_error", "rate_limit_exceeded"),
+                _ => ("api_error", "upstream_error"),
             };
             let mut api = ApiError::new(status, kind, code, err.to_string());
             api.attempts = attempts.clone();

@@ -4,6 +4,7 @@
 mod error;
 mod mcp_http;
 mod tools;
+mod usage;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -23,7 +24,6 @@ use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 
 pub use error::ApiError;
-use error::route_error_response;
 
 use crate::chat::{ChatRequest, ChunkStream, ProviderError};
 use crate::hub::Hub;
@@ -45,6 +45,8 @@ pub fn router(hub: Arc<Hub>, mcp: Arc<Mcp>, mcp_cancel: CancellationToken) -> Ro
         .route("/v1/models/{*id}", get(retrieve_model))
         .route("/v1/tools", get(tools::list))
         .route("/v1/tools/{name}", post(tools::call))
+        .route("/v1/usage", get(usage::report))
+        .route("/v1/usage/requests", get(usage::requests))
         .route_layer(keyed.clone());
     let endpoint = |profile: Option<String>| {
         mcp_http::endpoint(
@@ -81,6 +83,7 @@ pub async fn serve(
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
+    hub.start_ledger();
     let mcp = Mcp::start(hub.clone());
     let cancel = CancellationToken::new();
     let on_shutdown = {
@@ -92,9 +95,12 @@ pub async fn serve(
             mcp.backends.stop();
         }
     };
-    axum::serve(listener, router(hub, mcp, cancel))
+    let served = axum::serve(listener, router(hub.clone(), mcp, cancel))
         .with_graceful_shutdown(on_shutdown)
-        .await
+        .await;
+    // Every answered request has queued its row by now: write them all before exiting.
+    hub.flush_ledger().await;
+    served
 }
 
 async fn require_key(State(hub): State<Arc<Hub>>, request: Request, next: Next) -> Response {
@@ -239,22 +245,44 @@ async fn chat_completions(State(hub): State<Arc<Hub>>, request: Request) -> Resp
         Ok(bytes) => bytes,
         Err(e) => return e.into_response(),
     };
-    let request = match parse_request(&bytes) {
+    let mut request = match parse_request(&bytes) {
         Ok(request) => request,
         Err(e) => return e.into_response(),
     };
+    let caller = usage::caller(&parts.headers, request.extra.get("user"));
+    let requested = request.model.clone();
     if request.is_stream() {
+        // Usage is counted for every stream; clients that did not ask never see it.
+        let client_wants_usage = request.include_usage();
+        if hub.ledger().is_some() {
+            request
+                .stream_options
+                .get_or_insert_with(Default::default)
+                .include_usage = Some(true);
+        }
         match route::chat_stream(&hub, &registry, &request).await {
-            Ok(answer) => sse_response(answer),
+            Ok(answer) => {
+                let meter = usage::Meter::new(
+                    hub.clone(),
+                    registry.clone(),
+                    caller,
+                    requested,
+                    &answer,
+                    started,
+                    client_wants_usage,
+                );
+                sse_response(answer, meter)
+            }
             Err(e) => {
                 tracing::info!(model = %request.model, error = %e, "request failed");
-                route_error_response(e)
+                usage::record_failure(&hub, &registry, caller, requested, true, e, started)
             }
         }
     } else {
         match route::chat(&hub, &registry, &request).await {
             Ok(answer) => {
                 tracing::debug!(provider = %answer.target.provider, model = %answer.target.model, elapsed_us = started.elapsed().as_micros() as u64, "answered");
+                usage::record_answer(&hub, &registry, caller, requested, &answer, started);
                 let mut response = Response::new(Body::from(answer.value.body));
                 response.headers_mut().insert(
                     header::CONTENT_TYPE,
@@ -269,7 +297,7 @@ async fn chat_completions(State(hub): State<Arc<Hub>>, request: Request) -> Resp
             }
             Err(e) => {
                 tracing::info!(model = %request.model, error = %e, "request failed");
-                route_error_response(e)
+                usage::record_failure(&hub, &registry, caller, requested, false, e, started)
             }
         }
     }
@@ -286,43 +314,59 @@ fn name_answerer(headers: &mut HeaderMap, provider: &str, model: &str) {
 
 /// Server-sent events, one per upstream chunk as it arrives. A failure mid-stream
 /// becomes an error event and ends the stream without `[DONE]`, so clients see it failed.
-fn sse_response(answer: Answer<ChunkStream>) -> Response {
+/// The meter sees every chunk (usage, time to first token) and records the stream when
+/// it ends, fails, or is abandoned by the client.
+fn sse_response(answer: Answer<ChunkStream>, meter: usage::Meter) -> Response {
     let provider = answer.target.provider.clone();
     let model = answer.target.model.clone();
     let events = futures_util::stream::unfold(
-        (answer.value, false),
-        move |(mut chunks, finished)| {
+        (answer.value, meter, false),
+        move |(mut chunks, mut meter, finished)| {
             let provider = provider.clone();
             let model = model.clone();
             async move {
                 if finished {
                     return None;
                 }
-                match chunks.next().await {
-                    Some(Ok(chunk)) => Some((
-                        Ok::<Bytes, std::convert::Infallible>(event(&chunk)),
-                        (chunks, false),
-                    )),
-                    Some(Err(e)) => {
-                        tracing::warn!(%provider, %model, error = %e, "stream failed after it started");
-                        let body = match e {
-                            // The upstream's own error event (already scrubbed of the key) goes
-                            // out as it came, so clients see the upstream's code and message.
-                            ProviderError::StreamError { body } => body,
-                            e => Bytes::from(
-                                ApiError::new(
-                                    StatusCode::BAD_GATEWAY,
-                                    "api_error",
-                                    "upstream_stream_error",
-                                    format!("{provider}/{model} failed mid-stream: {e}"),
-                                )
-                                .body()
-                                .to_string(),
-                            ),
-                        };
-                        Some((Ok(event(&body)), (chunks, true)))
-                    }
-                    None => Some((Ok(Bytes::from_static(b"data: [DONE]\n\n")), (chunks, true))),
+                loop {
+                    return match chunks.next().await {
+                        Some(Ok(chunk)) => {
+                            if !meter.chunk(&chunk) {
+                                continue;
+                            }
+                            Some((
+                                Ok::<Bytes, std::convert::Infallible>(event(&chunk)),
+                                (chunks, meter, false),
+                            ))
+                        }
+                        Some(Err(e)) => {
+                            tracing::warn!(%provider, %model, error = %e, "stream failed after it started");
+                            meter.failed(&e);
+                            let body = match e {
+                                // The upstream's own error event (already scrubbed of the key) goes
+                                // out as it came, so clients see the upstream's code and message.
+                                ProviderError::StreamError { body } => body,
+                                e => Bytes::from(
+                                    ApiError::new(
+                                        StatusCode::BAD_GATEWAY,
+                                        "api_error",
+                                        "upstream_stream_error",
+                                        format!("{provider}/{model} failed mid-stream: {e}"),
+                                    )
+                                    .body()
+                                    .to_string(),
+                                ),
+                            };
+                            Some((Ok(event(&body)), (chunks, meter, true)))
+                        }
+                        None => {
+                            meter.finished();
+                            Some((
+                                Ok(Bytes::from_static(b"data: [DONE]\n\n")),
+                                (chunks, meter, true),
+                            ))
+                        }
+                    };
                 }
             }
         },

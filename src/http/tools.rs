@@ -89,7 +89,12 @@ pub async fn call(
         )
         .into_response();
     }
-    match tools::run(&hub, &registry, &tool, &args).await {
+    let mut args = args;
+    let call = tools::Call {
+        caller: tools::caller_from_args(&mut args, super::usage::caller(&parts.headers, None)),
+        surface: "http_tool",
+    };
+    match tools::run(&hub, &registry, &tool, &args, &call).await {
         Ok(out) => axum::Json(json!({
             "tool": name,
             "content": out.text,

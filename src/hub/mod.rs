@@ -5,14 +5,16 @@ pub mod breaker;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
+use crate::chat::Usage;
 use crate::config::{self, ConfigError};
 use crate::registry::{self, Registry, Settings, Status};
+use crate::store::{Ledger, LedgerHealth, Row};
 use breaker::{BreakerView, Breakers};
 use serde::{Deserialize, Serialize};
 
@@ -55,6 +57,56 @@ pub struct Hub {
     events: watch::Sender<ReloadEvent>,
     /// The backend MCP servers' states, kept current by the MCP side for `/health`.
     backends_report: Mutex<BTreeMap<String, BackendHealth>>,
+    /// The usage ledger, once a server has started it (`check` and `models` never do).
+    ledger: OnceLock<Arc<Ledger>>,
+}
+
+/// Who is calling, for the ledger: the key's name (empty without keys), the project
+/// (`default` unless said) and the agent (empty unless said).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub key: String,
+    pub project: String,
+    pub agent: String,
+}
+
+/// Longest project or agent name kept; longer ones are cut.
+const MAX_NAME: usize = 128;
+
+impl Caller {
+    pub fn new(project: Option<&str>, agent: Option<&str>) -> Caller {
+        let clean = |s: &str| -> String {
+            s.trim()
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(MAX_NAME)
+                .collect()
+        };
+        let project = project.map(clean).filter(|p| !p.is_empty());
+        Caller {
+            key: String::new(),
+            project: project.unwrap_or_else(|| "default".to_string()),
+            agent: agent.map(clean).unwrap_or_default(),
+        }
+    }
+}
+
+/// One request's outcome as the ledger records it.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub surface: &'static str,
+    pub caller: Caller,
+    pub requested: String,
+    /// Who answered, or the last provider tried; empty when none was.
+    pub provider: String,
+    pub model: String,
+    pub status: u16,
+    pub attempts: u32,
+    pub streamed: bool,
+    pub usage: Usage,
+    pub latency: Duration,
+    pub ttft: Option<Duration>,
+    pub error: Option<String>,
 }
 
 impl Hub {
@@ -87,6 +139,7 @@ impl Hub {
             breakers: Breakers::default(),
             events,
             backends_report: Mutex::new(BTreeMap::new()),
+            ledger: OnceLock::new(),
         }))
     }
 
@@ -211,8 +264,9 @@ impl Hub {
             at: unix(e.at),
             errors: e.errors,
         });
+        let ledger_down = self.ledger.get().is_some_and(|l| l.health().state != "ok");
         Health {
-            status: if last_reload_error.is_some() {
+            status: if last_reload_error.is_some() || ledger_down {
                 "degraded"
             } else {
                 "ok"
@@ -236,6 +290,7 @@ impl Hub {
                     .unwrap_or_else(|e| e.into_inner())
                     .clone(),
             ),
+            ledger: self.ledger.get().map(|l| l.health()),
         }
     }
 
@@ -244,6 +299,71 @@ impl Hub {
             .backends_report
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = report;
+    }
+
+    /// Starts the usage ledger as `[storage]` said at start (once; later calls are no-ops).
+    pub fn start_ledger(&self) {
+        if let Some(url) = &self.started.storage_url {
+            self.ledger.get_or_init(|| {
+                Arc::new(Ledger::start(
+                    url.expose().to_string(),
+                    self.started.retention_days,
+                ))
+            });
+        }
+    }
+
+    pub fn ledger(&self) -> Option<&Arc<Ledger>> {
+        self.ledger.get()
+    }
+
+    /// Writes out every queued ledger row (graceful stop).
+    pub async fn flush_ledger(&self) {
+        if let Some(ledger) = self.ledger.get() {
+            ledger.close().await;
+        }
+    }
+
+    /// Queues a ledger row for `record`, priced from the snapshot's providers.d. Never
+    /// waits and never fails: the ledger counts what it cannot keep.
+    pub fn record(&self, registry: &Registry, record: Record) {
+        let Some(ledger) = self.ledger.get() else {
+            return;
+        };
+        let ok = (200..300).contains(&record.status);
+        let priced = registry
+            .providers
+            .get(&record.provider)
+            .and_then(|p| p.model(p.canonical_model(&record.model)))
+            .and_then(|m| m.cost(&record.usage));
+        let cost = if ok { priced } else { Some(0.0) };
+        let at_ms = crate::store::now_ms();
+        let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        let tokens = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        ledger.record(Row {
+            id: row_id(),
+            at_ms,
+            day: crate::store::civil_date(crate::store::days(at_ms)),
+            key: record.caller.key,
+            project: record.caller.project,
+            agent: record.caller.agent,
+            surface: record.surface.to_string(),
+            requested: record.requested,
+            provider: record.provider,
+            model: record.model,
+            status: record.status,
+            attempts: record.attempts,
+            streamed: record.streamed,
+            input_tokens: tokens(record.usage.input),
+            cached_tokens: tokens(record.usage.cached),
+            cache_write_tokens: tokens(record.usage.cache_write),
+            output_tokens: tokens(record.usage.output),
+            reasoning_tokens: tokens(record.usage.reasoning),
+            cost_usd: cost,
+            latency_ms: ms(record.latency),
+            ttft_ms: record.ttft.map(ms),
+            error: record.error,
+        });
     }
 
     /// Every reload outcome from now on; tests and MCP sessions wait on this.
@@ -267,6 +387,8 @@ pub struct Health {
     pub groups: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backends: Option<BTreeMap<String, BackendHealth>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ledger: Option<LedgerHealth>,
 }
 
 impl Health {
@@ -277,6 +399,7 @@ impl Health {
             providers: None,
             groups: None,
             backends: None,
+            ledger: None,
             ..self
         }
     }
@@ -328,6 +451,29 @@ pub struct BackendHealth {
     pub connects: u64,
     /// Tools left out by the name rule or a collision, with why.
     pub left_out: Vec<String>,
+}
+
+/// A row id unique across instances sharing one database: a random per-process part
+/// (std's hasher keys are seeded from the OS) and a counter.
+fn row_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static PROCESS: OnceLock<u64> = OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let process = PROCESS.get_or_init(|| {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+        );
+        h.write_u32(std::process::id());
+        h.finish()
+    });
+    format!(
+        "{process:016x}{:012x}",
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// Seconds since the epoch.

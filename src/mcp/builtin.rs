@@ -105,6 +105,16 @@ pub fn tools(registry: &Registry) -> Vec<Tool> {
             object(&json!({"type": "object", "properties": {}})),
         ),
         Tool::new(
+            "get_usage",
+            "Requests, tokens (input, cached, output, reasoning) and cost in USD from the usage ledger, for a period, optionally one project or agent, grouped as asked. Unpriced requests are counted apart, never as free.",
+            object(&json!({"type": "object", "properties": {
+                "period": {"type": "string", "enum": crate::store::Period::NAMES, "description": "day (today, UTC), week (the last 7 days), month (this calendar month) or all. Default: month."},
+                "project_id": {"type": "string"},
+                "agent_id": {"type": "string"},
+                "group_by": {"type": "array", "items": {"type": "string", "enum": crate::store::Dim::ALL.map(|d| d.name())}}
+            }, "additionalProperties": false})),
+        ),
+        Tool::new(
             "list_active_tools",
             "Every prompt tool, whether it is offered and why not, and the environment variable names its providers need with whether each is set (never the values).",
             object(&json!({"type": "object", "properties": {}})),
@@ -253,7 +263,9 @@ fn bare_model(id: &str) -> Model {
         context_tokens: None,
         max_output_tokens: None,
         cost_input_per_1m: None,
+        cost_cached_input_per_1m: None,
         cost_output_per_1m: None,
+        cost_cache_write_per_1m: None,
         capabilities: Vec::new(),
     }
 }

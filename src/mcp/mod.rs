@@ -25,7 +25,7 @@ use serde_json::{Map, Value, json};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-use crate::hub::Hub;
+use crate::hub::{Caller, Hub};
 use crate::registry::{Profile, Registry};
 use crate::tools::{self, ToolError, ToolOutput};
 use backends::Backends;
@@ -482,8 +482,20 @@ impl ServerHandler for Handler {
         if let Some(response) = builtin::call(&self.mcp.hub, &registry, name, &args) {
             return Ok(response);
         }
+        if name == "get_usage" {
+            return Ok(get_usage(&self.mcp.hub, &args).await);
+        }
+        let mut args = args;
+        let call = tools::Call {
+            caller: tools::caller_from_args(&mut args, Caller::new(None, None)),
+            surface: if name == "chat_completion" {
+                "mcp_chat"
+            } else {
+                "mcp_tool"
+            },
+        };
         if name == "chat_completion" {
-            let run = tools::chat_completion(&self.mcp.hub, &registry, &args);
+            let run = tools::chat_completion(&self.mcp.hub, &registry, &args, &call);
             return Ok(match self.with_progress(&context, run).await? {
                 Ok(out) => tool_success(out, false),
                 Err(e) => tool_failure(e),
@@ -495,7 +507,7 @@ impl ServerHandler for Handler {
         if let Err(why) = tool.availability(&registry) {
             return Ok(tool_error(format!("tool `{name}` is not available: {why}")));
         }
-        let run = tools::run(&self.mcp.hub, &registry, &tool, &args);
+        let run = tools::run(&self.mcp.hub, &registry, &tool, &args, &call);
         Ok(match self.with_progress(&context, run).await? {
             Ok(out) => tool_success(out, tool.output_schema.is_some()),
             Err(e) => tool_failure(e),
@@ -613,6 +625,48 @@ fn coerce_prompt_arguments(schema: &Map<String, Value>, args: Map<String, Value>
     Value::Object(coerced)
 }
 
+/// `get_usage`: the same report as `GET /v1/usage`, as a tool result.
+async fn get_usage(hub: &Hub, args: &Value) -> CallToolResponse {
+    let text = |k: &str| args.get(k).and_then(Value::as_str).map(str::to_string);
+    let group_by: Vec<&str> = args
+        .get("group_by")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    let parsed = crate::store::report_query(
+        args.get("period").and_then(Value::as_str),
+        Some(&group_by.join(",")),
+        text("project_id"),
+        text("agent_id"),
+        None,
+    );
+    let (period, query) = match parsed {
+        Ok(q) => q,
+        Err(message) => return tool_error(message),
+    };
+    let Some(store) = hub.ledger().and_then(|l| l.store()) else {
+        return tool_error(match hub.ledger() {
+            None => "the usage ledger is off ([storage] ledger = false)".to_string(),
+            Some(l) => format!(
+                "the usage database is not reachable yet: {}",
+                l.health().last_error.unwrap_or_default()
+            ),
+        });
+    };
+    match store.usage(&query).await {
+        Ok(rows) => {
+            let report = crate::store::report_json(period, &query, &rows);
+            let text = serde_json::to_string_pretty(&report).unwrap_or_default();
+            let mut result = CallToolResult::success(vec![ContentBlock::text(text)]);
+            result.structured_content = Some(report);
+            result.into()
+        }
+        Err(e) => tool_error(e.to_string()),
+    }
+}
+
 /// MCP methods llmhub serves: a request for one of them that rmcp could not parse
 /// has bad params, not an unknown method.
 const SERVED_METHODS: [&str; 9] = [
@@ -650,7 +704,8 @@ pub async fn serve_stdio(hub: Arc<Hub>, profile: Option<String>) -> anyhow::Resu
             known.join(", ")
         );
     }
-    let mcp = Mcp::start(hub);
+    hub.start_ledger();
+    let mcp = Mcp::start(hub.clone());
     let (stdio, transport) = stdio::Stdio::start(tokio::io::stdin(), tokio::io::stdout());
     let served = match mcp.handler(profile).serve(transport).await {
         Ok(service) => service
@@ -662,6 +717,7 @@ pub async fn serve_stdio(hub: Arc<Hub>, profile: Option<String>) -> anyhow::Resu
     };
     mcp.backends.stop();
     stdio.finish().await;
+    hub.flush_ledger().await;
     served
 }
 

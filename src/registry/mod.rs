@@ -71,6 +71,9 @@ pub struct Settings {
     pub mcp_allowed_hosts: Vec<String>,
     pub mcp_allowed_origins: Vec<String>,
     pub mcp_progress_interval: Duration,
+    /// The ledger's database URL (may hold a password), `None` when the ledger is off.
+    pub storage_url: Option<Secret>,
+    pub retention_days: u32,
 }
 
 /// Whether a provider takes requests, and if not, why.
@@ -87,8 +90,30 @@ pub struct Model {
     pub context_tokens: Option<u64>,
     pub max_output_tokens: Option<u64>,
     pub cost_input_per_1m: Option<f64>,
+    pub cost_cached_input_per_1m: Option<f64>,
     pub cost_output_per_1m: Option<f64>,
+    pub cost_cache_write_per_1m: Option<f64>,
     pub capabilities: Vec<String>,
+}
+
+impl Model {
+    /// What `usage` cost in USD, or `None` when the model has no input or output price
+    /// (unpriced is never free). Cached input is billed at the cached price where there
+    /// is one, cache writes at theirs, the rest of the input at the input price.
+    pub fn cost(&self, usage: &crate::chat::Usage) -> Option<f64> {
+        let input = self.cost_input_per_1m?;
+        let output = self.cost_output_per_1m?;
+        let cached = usage.cached.min(usage.input);
+        let written = usage.cache_write.min(usage.input - cached);
+        let plain = usage.input - cached - written;
+        let per = |tokens: u64, price: f64| tokens as f64 * price / 1_000_000.0;
+        Some(
+            per(plain, input)
+                + per(cached, self.cost_cached_input_per_1m.unwrap_or(input))
+                + per(written, self.cost_cache_write_per_1m.unwrap_or(input))
+                + per(usage.output, output),
+        )
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -654,7 +679,10 @@ fn build_settings(
             ),
         ));
     }
+    let (storage_url, retention_days) = build_storage(hub, lookup, errors);
     Settings {
+        storage_url,
+        retention_days,
         listen,
         api_keys,
         max_body_bytes,
@@ -674,6 +702,90 @@ fn build_settings(
             None => Duration::from_secs(5),
         },
     }
+}
+
+pub const DEFAULT_STORAGE_URL: &str = "sqlite://llmhub.db";
+pub const DEFAULT_RETENTION_DAYS: u32 = 90;
+
+/// `[storage]`: a `sqlite://` path (relative to hub.toml's folder) or a `postgres://`
+/// URL, given inline or through an environment variable.
+fn build_storage(
+    hub: &Parsed<crate::config::RawHub>,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    errors: &mut Vec<ConfigError>,
+) -> (Option<Secret>, u32) {
+    let raw = &hub.raw.storage;
+    let src = &hub.source;
+    let retention = raw.retention_days.unwrap_or(DEFAULT_RETENTION_DAYS);
+    if retention == 0 {
+        errors.push(src.error_at(
+            &["storage", "retention_days"],
+            "expected at least 1 day, found 0",
+        ));
+    }
+    if raw.ledger == Some(false) {
+        return (None, retention);
+    }
+    let (url, key): (String, &[&str]) = match (&raw.url, &raw.url_env) {
+        (Some(_), Some(_)) => {
+            errors.push(src.error_at(&["storage", "url_env"], "give `url` or `url_env`, not both"));
+            return (None, retention);
+        }
+        (_, Some(name)) if !valid_env_name(name) => {
+            errors.push(src.error_at(
+                &["storage", "url_env"],
+                format!("expected an environment variable name, found \"{name}\""),
+            ));
+            return (None, retention);
+        }
+        (_, Some(name)) => match lookup(name) {
+            Some(v) => (v, &["storage", "url_env"]),
+            None => {
+                errors.push(src.error_at(
+                    &["storage", "url_env"],
+                    format!(
+                        "environment variable {name} is not set; it must hold the database URL"
+                    ),
+                ));
+                return (None, retention);
+            }
+        },
+        (Some(url), None) => (url.clone(), &["storage", "url"]),
+        (None, None) => (DEFAULT_STORAGE_URL.to_string(), &["storage"]),
+    };
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        let path = path.split('?').next().unwrap_or(path);
+        if path.is_empty() {
+            errors.push(src.error_at(
+                key,
+                "expected a file after sqlite://, such as sqlite://llmhub.db",
+            ));
+            return (None, retention);
+        }
+        let file = std::path::Path::new(path);
+        let file = if file.is_absolute() {
+            file.to_path_buf()
+        } else {
+            src.path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(std::path::Path::new("."))
+                .join(file)
+        };
+        return (
+            Some(Secret::new(format!("sqlite://{}", file.display()))),
+            retention,
+        );
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return (Some(Secret::new(url)), retention);
+    }
+    let scheme = url.split("://").next().unwrap_or("");
+    errors.push(src.error_at(
+        key,
+        format!("expected a sqlite:// or postgres:// URL, found scheme `{scheme}`"),
+    ));
+    (None, retention)
 }
 
 fn valid_provider_name(name: &str) -> bool {
@@ -875,7 +987,9 @@ fn model_from_raw(id: &str, m: &RawModel) -> Model {
         context_tokens: m.context_tokens,
         max_output_tokens: m.max_output_tokens,
         cost_input_per_1m: m.cost_input_per_1m,
+        cost_cached_input_per_1m: m.cost_cached_input_per_1m,
         cost_output_per_1m: m.cost_output_per_1m,
+        cost_cache_write_per_1m: m.cost_cache_write_per_1m,
         capabilities: m.capabilities.clone(),
     }
 }

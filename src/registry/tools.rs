@@ -13,12 +13,13 @@ use crate::config::{ConfigError, Parsed, RawTool, SourceFile};
 use crate::template::Template;
 
 /// Names the built-in MCP tools take; a tools.d file may not reuse them.
-pub const BUILTIN_NAMES: [&str; 5] = [
+pub const BUILTIN_NAMES: [&str; 6] = [
     "chat_completion",
     "list_models",
     "get_model_info",
     "health_check",
     "list_active_tools",
+    "get_usage",
 ];
 /// Arguments larger than this are refused before validation: templates copy them into prompts.
 pub const MAX_ARGUMENT_BYTES: usize = 1 << 20;

@@ -68,6 +68,53 @@ pub enum RouteError {
     Internal(String),
 }
 
+impl RouteError {
+    /// The attempts made before the failure.
+    pub fn attempts(&self) -> &[Attempt] {
+        match self {
+            Self::Exhausted { attempts, .. } | Self::Rejected { attempts, .. } => attempts,
+            _ => &[],
+        }
+    }
+
+    /// The HTTP status this failure answers with (and the ledger records).
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::NoModel | Self::BadRequest(_) => 400,
+            Self::Resolve(ResolveError::Unknown { .. } | ResolveError::UnknownProvider { .. }) => {
+                404
+            }
+            Self::Resolve(_) => 400,
+            Self::Rejected { status, .. } => *status,
+            Self::Internal(_) => 500,
+            Self::Exhausted { attempts, last } => {
+                let all_skipped = attempts.iter().all(|a| a.outcome == "skipped");
+                match last {
+                    // Every provider was asked for something it cannot do: the request must change.
+                    Some(ProviderError::Unsupported(_)) if all_skipped => 400,
+                    _ if all_skipped => 503,
+                    Some(ProviderError::Timeout(_)) => 504,
+                    Some(e) if e.status() == Some(429) => 429,
+                    _ => 502,
+                }
+            }
+        }
+    }
+
+    /// The provider and model that last failed, if any was tried.
+    pub fn last_target(&self) -> Option<(&str, &str)> {
+        match self {
+            Self::Rejected {
+                provider, model, ..
+            } => Some((provider, model)),
+            _ => self
+                .attempts()
+                .last()
+                .map(|a| (a.provider.as_str(), a.model.as_str())),
+        }
+    }
+}
+
 fn exhausted_message(attempts: &[Attempt]) -> String {
     if attempts.iter().all(|a| a.outcome == "skipped") {
         let parts: Vec<String> = attempts

@@ -1,0 +1,318 @@
+//! Usage on the HTTP surface: attribution from headers, recording answers, failures and
+//! streams (metered chunk by chunk, usage hidden from clients that did not ask), and
+//! `GET /v1/usage` and `GET /v1/usage/requests`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::error::{ApiError, route_error_response};
+use crate::chat::{ChunkStream, Completion, ProviderError, Usage};
+use crate::hub::{Caller, Hub, Record};
+use crate::registry::Registry;
+use crate::route::{Answer, RouteError};
+use crate::store::{report_json, report_query};
+
+pub const PROJECT_HEADER: &str = "x-llmhub-project";
+pub const AGENT_HEADER: &str = "x-llmhub-agent";
+
+/// The project from `x-llmhub-project`; the agent from `x-llmhub-agent`, else the
+/// OpenAI `user` field.
+pub fn caller(headers: &HeaderMap, user: Option<&Value>) -> Caller {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    Caller::new(
+        header(PROJECT_HEADER),
+        header(AGENT_HEADER).or_else(|| user.and_then(Value::as_str)),
+    )
+}
+
+pub fn record_answer(
+    hub: &Hub,
+    registry: &Registry,
+    caller: Caller,
+    requested: String,
+    answer: &Answer<Completion>,
+    started: Instant,
+) {
+    if hub.ledger().is_none() {
+        return;
+    }
+    hub.record(
+        registry,
+        Record {
+            surface: "chat",
+            caller,
+            requested,
+            provider: answer.target.provider.clone(),
+            model: answer.target.model.clone(),
+            status: 200,
+            attempts: attempts(answer.attempts.len()),
+            streamed: false,
+            usage: Usage::of_completion(&answer.value.body).unwrap_or_default(),
+            latency: started.elapsed(),
+            ttft: None,
+            error: None,
+        },
+    );
+}
+
+fn attempts(earlier: usize) -> u32 {
+    u32::try_from(earlier + 1).unwrap_or(u32::MAX)
+}
+
+/// Records a request that got no answer and returns the client's error response.
+pub fn record_failure(
+    hub: &Hub,
+    registry: &Registry,
+    caller: Caller,
+    requested: String,
+    streamed: bool,
+    error: RouteError,
+    started: Instant,
+) -> Response {
+    let (provider, model) = error
+        .last_target()
+        .map(|(p, m)| (p.to_string(), m.to_string()))
+        .unwrap_or_default();
+    let tried = u32::try_from(error.attempts().len()).unwrap_or(u32::MAX);
+    let message = error.to_string();
+    let response = route_error_response(error);
+    hub.record(
+        registry,
+        Record {
+            surface: "chat",
+            caller,
+            requested,
+            provider,
+            model,
+            status: response.status().as_u16(),
+            attempts: tried,
+            streamed,
+            usage: Usage::default(),
+            latency: started.elapsed(),
+            ttft: None,
+            error: Some(message),
+        },
+    );
+    response
+}
+
+/// Watches a stream on its way to the client and records it once, however it ends.
+pub struct Meter {
+    hub: Arc<Hub>,
+    registry: Arc<Registry>,
+    record: Option<Record>,
+    started: Instant,
+    client_wants_usage: bool,
+}
+
+impl Meter {
+    pub fn new(
+        hub: Arc<Hub>,
+        registry: Arc<Registry>,
+        caller: Caller,
+        requested: String,
+        answer: &Answer<ChunkStream>,
+        started: Instant,
+        client_wants_usage: bool,
+    ) -> Meter {
+        let record = hub.ledger().is_some().then(|| Record {
+            surface: "chat",
+            caller,
+            requested,
+            provider: answer.target.provider.clone(),
+            model: answer.target.model.clone(),
+            status: 200,
+            attempts: attempts(answer.attempts.len()),
+            streamed: true,
+            usage: Usage::default(),
+            latency: Duration::ZERO,
+            ttft: None,
+            error: None,
+        });
+        Meter {
+            hub,
+            registry,
+            record,
+            started,
+            client_wants_usage,
+        }
+    }
+
+    /// Notes a chunk; `false` when the client must not see it (the usage-only chunk
+    /// llmhub asked for on its own).
+    pub fn chunk(&mut self, chunk: &Bytes) -> bool {
+        let Some(record) = self.record.as_mut() else {
+            return true;
+        };
+        if record.ttft.is_none() {
+            record.ttft = Some(self.started.elapsed());
+        }
+        // Only the last chunk or two carry usage; skip parsing the rest.
+        if !contains(chunk, b"\"usage\"") {
+            return true;
+        }
+        let Ok(parsed) = serde_json::from_slice::<Value>(chunk) else {
+            return true;
+        };
+        if let Some(usage) = parsed.get("usage").and_then(Usage::from_openai) {
+            record.usage = usage;
+            let usage_only = parsed
+                .get("choices")
+                .and_then(Value::as_array)
+                .is_some_and(Vec::is_empty);
+            return self.client_wants_usage || !usage_only;
+        }
+        true
+    }
+
+    pub fn failed(&mut self, error: &ProviderError) {
+        if let Some(record) = self.record.as_mut() {
+            record.status = StatusCode::BAD_GATEWAY.as_u16();
+            record.error = Some(error.to_string());
+        }
+        self.finish();
+    }
+
+    pub fn finished(&mut self) {
+        self.finish();
+    }
+
+    fn finish(&mut self) {
+        if let Some(mut record) = self.record.take() {
+            record.latency = self.started.elapsed();
+            self.hub.record(&self.registry, record);
+        }
+    }
+}
+
+impl Drop for Meter {
+    /// The client went away mid-stream: record what it received, as nginx's 499.
+    fn drop(&mut self) {
+        if let Some(record) = self.record.as_mut() {
+            record.status = 499;
+            record.error = Some("the client closed the stream before it ended".into());
+        }
+        self.finish();
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct UsageParams {
+    period: Option<String>,
+    project: Option<String>,
+    agent: Option<String>,
+    key: Option<String>,
+    group_by: Option<String>,
+}
+
+fn storage_unavailable(hub: &Hub) -> ApiError {
+    let why = match hub.ledger() {
+        None => "the usage ledger is off ([storage] ledger = false)".to_string(),
+        Some(l) => format!(
+            "the usage database is not reachable yet: {}",
+            l.health().last_error.unwrap_or_default()
+        ),
+    };
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "api_error",
+        "usage_unavailable",
+        why,
+    )
+}
+
+/// `GET /v1/usage?period=&project=&agent=&key=&group_by=`.
+pub async fn report(
+    State(hub): State<Arc<Hub>>,
+    params: Result<Query<UsageParams>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Query(p) = match params {
+        Ok(p) => p,
+        Err(e) => {
+            return ApiError::invalid_request("invalid_request", e.body_text()).into_response();
+        }
+    };
+    let (period, query) = match report_query(
+        p.period.as_deref(),
+        p.group_by.as_deref(),
+        p.project,
+        p.agent,
+        p.key,
+    ) {
+        Ok(q) => q,
+        Err(message) => {
+            let param = message.split(':').next().unwrap_or("").to_string();
+            return ApiError::invalid_request("invalid_request", message)
+                .with_param(param)
+                .into_response();
+        }
+    };
+    let Some(store) = hub.ledger().and_then(|l| l.store()) else {
+        return storage_unavailable(&hub).into_response();
+    };
+    match store.usage(&query).await {
+        Ok(rows) => axum::Json(report_json(period, &query, &rows)).into_response(),
+        Err(e) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "api_error",
+            "usage_unavailable",
+            e.to_string(),
+        )
+        .into_response(),
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RequestsParams {
+    limit: Option<u32>,
+    project: Option<String>,
+}
+
+/// Rows at most one page returns.
+const MAX_LIMIT: u32 = 1000;
+
+/// `GET /v1/usage/requests?limit=&project=`: the newest rows first.
+pub async fn requests(
+    State(hub): State<Arc<Hub>>,
+    params: Result<Query<RequestsParams>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Query(p) = match params {
+        Ok(p) => p,
+        Err(e) => {
+            return ApiError::invalid_request("invalid_request", e.body_text()).into_response();
+        }
+    };
+    let limit = p.limit.unwrap_or(50);
+    if limit == 0 || limit > MAX_LIMIT {
+        return ApiError::invalid_request(
+            "invalid_request",
+            format!("limit: expected 1 to {MAX_LIMIT}, found {limit}"),
+        )
+        .with_param("limit")
+        .into_response();
+    }
+    let Some(store) = hub.ledger().and_then(|l| l.store()) else {
+        return storage_unavailable(&hub).into_response();
+    };
+    match store.recent(limit, p.project.as_deref()).await {
+        Ok(rows) => axum::Json(json!({"object": "list", "data": rows})).into_response(),
+        Err(e) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "api_error",
+            "usage_unavailable",
+            e.to_string(),
+        )
+        .into_response(),
+    }
+}
