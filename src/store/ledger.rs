@@ -23,6 +23,8 @@ const CLOSE_GRACE: Duration = Duration::from_secs(10);
 
 enum Msg {
     Row(Box<Row>),
+    /// Write what is queued before this, then answer.
+    Flush(oneshot::Sender<()>),
     Close(oneshot::Sender<()>),
 }
 
@@ -99,6 +101,14 @@ impl Ledger {
                     "usage ledger queue full; rows are being dropped"
                 );
             }
+        }
+    }
+
+    /// Returns once every row queued before the call is written (or given up on).
+    pub async fn flush(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.tx.send(Msg::Flush(done)).await.is_ok() {
+            let _ = wait.await;
         }
     }
 
@@ -184,30 +194,42 @@ async fn retain(store: Arc<Store>, retention_days: u32) {
 async fn write_loop(store: Arc<Store>, mut rx: mpsc::Receiver<Msg>, stats: Arc<Stats>) {
     let mut batch: Vec<Row> = Vec::new();
     let mut closing: Option<oneshot::Sender<()>> = None;
+    let mut flushed: Vec<oneshot::Sender<()>> = Vec::new();
     while closing.is_none() {
-        match rx.recv().await {
-            Some(Msg::Row(row)) => batch.push(*row),
-            Some(Msg::Close(done)) => closing = Some(done),
-            None => break,
-        }
-        while batch.len() < BATCH && closing.is_none() {
-            match rx.try_recv() {
-                Ok(Msg::Row(row)) => batch.push(*row),
-                Ok(Msg::Close(done)) => closing = Some(done),
-                Err(_) => break,
+        let mut next = rx.recv().await;
+        loop {
+            match next {
+                Some(Msg::Row(row)) => batch.push(*row),
+                Some(Msg::Flush(done)) => flushed.push(done),
+                Some(Msg::Close(done)) => closing = Some(done),
+                None => break,
+            }
+            if batch.len() >= BATCH || closing.is_some() {
+                break;
+            }
+            next = rx.try_recv().ok();
+            if next.is_none() {
+                break;
             }
         }
         flush(&store, &mut batch, &stats, closing.is_some()).await;
+        for done in flushed.drain(..) {
+            let _ = done.send(());
+        }
+        if rx.is_closed() && rx.is_empty() {
+            break;
+        }
     }
     // Rows queued behind the close request were recorded before it returned: write them too.
     rx.close();
     while let Some(msg) = rx.recv().await {
-        if let Msg::Row(row) = msg {
-            batch.push(*row);
+        match msg {
+            Msg::Row(row) => batch.push(*row),
+            Msg::Flush(done) | Msg::Close(done) => flushed.push(done),
         }
     }
     flush(&store, &mut batch, &stats, true).await;
-    if let Some(done) = closing {
+    for done in flushed.into_iter().chain(closing) {
         let _ = done.send(());
     }
 }

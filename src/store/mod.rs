@@ -9,8 +9,10 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 use serde_json::{Value, json};
+use sqlx::any::AnyArguments;
 use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{AnyPool, QueryBuilder, Row as _};
+use sqlx::query::Query;
+use sqlx::{Any, AnyPool, Row as _};
 
 pub use ledger::{Ledger, LedgerHealth};
 
@@ -157,35 +159,45 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         // Parameters per statement stay under SQLite's and Postgres's limits.
         for chunk in rows.chunks(400) {
-            let mut q = QueryBuilder::new(
-                "INSERT INTO llmhub_requests (id, at_ms, day, key_name, project, agent, surface, requested, provider, model, status, attempts, streamed, input_tokens, cached_tokens, cache_write_tokens, output_tokens, reasoning_tokens, cost_usd, latency_ms, ttft_ms, error) ",
+            let mut q = Sql::new(
+                "INSERT INTO llmhub_requests (id, at_ms, day, key_name, project, agent, surface, requested, provider, model, status, attempts, streamed, input_tokens, cached_tokens, cache_write_tokens, output_tokens, reasoning_tokens, cost_usd, latency_ms, ttft_ms, error) VALUES ",
             );
-            q.push_values(chunk, |mut b, r| {
-                b.push_bind(r.id.clone())
-                    .push_bind(r.at_ms)
-                    .push_bind(r.day.clone())
-                    .push_bind(r.key.clone())
-                    .push_bind(r.project.clone())
-                    .push_bind(r.agent.clone())
-                    .push_bind(r.surface.clone())
-                    .push_bind(r.requested.clone())
-                    .push_bind(r.provider.clone())
-                    .push_bind(r.model.clone())
-                    .push_bind(i64::from(r.status))
-                    .push_bind(i64::from(r.attempts))
-                    .push_bind(i64::from(r.streamed))
-                    .push_bind(r.input_tokens)
-                    .push_bind(r.cached_tokens)
-                    .push_bind(r.cache_write_tokens)
-                    .push_bind(r.output_tokens)
-                    .push_bind(r.reasoning_tokens)
-                    .push_bind(r.cost_usd)
-                    .push_bind(r.latency_ms)
-                    .push_bind(r.ttft_ms)
-                    .push_bind(r.error.clone());
-            });
+            for (i, r) in chunk.iter().enumerate() {
+                q.push(if i == 0 { "(" } else { ", (" });
+                let params = [
+                    Param::Text(r.id.clone()),
+                    Param::Int(r.at_ms),
+                    Param::Text(r.day.clone()),
+                    Param::Text(r.key.clone()),
+                    Param::Text(r.project.clone()),
+                    Param::Text(r.agent.clone()),
+                    Param::Text(r.surface.clone()),
+                    Param::Text(r.requested.clone()),
+                    Param::Text(r.provider.clone()),
+                    Param::Text(r.model.clone()),
+                    Param::Int(i64::from(r.status)),
+                    Param::Int(i64::from(r.attempts)),
+                    Param::Int(i64::from(r.streamed)),
+                    Param::Int(r.input_tokens),
+                    Param::Int(r.cached_tokens),
+                    Param::Int(r.cache_write_tokens),
+                    Param::Int(r.output_tokens),
+                    Param::Int(r.reasoning_tokens),
+                    Param::OptFloat(r.cost_usd),
+                    Param::Int(r.latency_ms),
+                    Param::OptInt(r.ttft_ms),
+                    Param::OptText(r.error.clone()),
+                ];
+                for (j, p) in params.into_iter().enumerate() {
+                    if j > 0 {
+                        q.push(", ");
+                    }
+                    q.bind(p);
+                }
+                q.push(")");
+            }
             q.push(" ON CONFLICT (id) DO NOTHING");
-            q.build().execute(&mut *tx).await?;
+            q.query().execute(&mut *tx).await?;
         }
         let mut daily: BTreeMap<DayKey, Totals> = BTreeMap::new();
         for r in rows {
@@ -231,9 +243,9 @@ impl Store {
     /// Totals from the daily table, grouped as asked.
     pub async fn usage(&self, query: &UsageQuery) -> Result<Vec<UsageRow>, StoreError> {
         let dims: Vec<&str> = query.group_by.iter().map(|d| d.column()).collect();
-        let mut q = QueryBuilder::new("SELECT ");
+        let mut q = Sql::new("SELECT ");
         for d in &dims {
-            q.push(*d).push(", ");
+            q.push(d).push(", ");
         }
         q.push(
             "CAST(COALESCE(SUM(requests), 0) AS BIGINT), CAST(COALESCE(SUM(failed), 0) AS BIGINT), \
@@ -243,7 +255,8 @@ impl Store {
              CAST(COALESCE(SUM(cost_usd), 0) AS DOUBLE PRECISION) FROM llmhub_daily WHERE 1 = 1",
         );
         if let Some(since) = &query.since_day {
-            q.push(" AND day >= ").push_bind(since.clone());
+            q.push(" AND day >= ");
+            q.bind(Param::Text(since.clone()));
         }
         for (column, value) in [
             ("project", &query.project),
@@ -251,10 +264,8 @@ impl Store {
             ("key_name", &query.key),
         ] {
             if let Some(v) = value {
-                q.push(" AND ")
-                    .push(column)
-                    .push(" = ")
-                    .push_bind(v.clone());
+                q.push(" AND ").push(column).push(" = ");
+                q.bind(Param::Text(v.clone()));
             }
         }
         if !dims.is_empty() {
@@ -264,7 +275,7 @@ impl Store {
                 .push(" ORDER BY ")
                 .push(&list);
         }
-        let rows = q.build().fetch_all(&self.pool).await?;
+        let rows = q.query().fetch_all(&self.pool).await?;
         rows.iter()
             .map(|row| {
                 let mut group = BTreeMap::new();
@@ -293,15 +304,16 @@ impl Store {
 
     /// The most recent rows, newest first.
     pub async fn recent(&self, limit: u32, project: Option<&str>) -> Result<Vec<Row>, StoreError> {
-        let mut q = QueryBuilder::new(
+        let mut q = Sql::new(
             "SELECT id, at_ms, day, key_name, project, agent, surface, requested, provider, model, status, attempts, streamed, input_tokens, cached_tokens, cache_write_tokens, output_tokens, reasoning_tokens, cost_usd, latency_ms, ttft_ms, error FROM llmhub_requests",
         );
         if let Some(p) = project {
-            q.push(" WHERE project = ").push_bind(p.to_string());
+            q.push(" WHERE project = ");
+            q.bind(Param::Text(p.to_string()));
         }
-        q.push(" ORDER BY at_ms DESC LIMIT ")
-            .push_bind(i64::from(limit));
-        let rows = q.build().fetch_all(&self.pool).await?;
+        q.push(" ORDER BY at_ms DESC LIMIT ");
+        q.bind(Param::Int(i64::from(limit)));
+        let rows = q.query().fetch_all(&self.pool).await?;
         rows.iter()
             .map(Row::from_db)
             .collect::<Result<Vec<_>, sqlx::Error>>()
@@ -315,6 +327,54 @@ impl Store {
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected())
+    }
+}
+
+/// A statement with numbered `$n` parameters, which both SQLite and PostgreSQL read
+/// (sqlx's `QueryBuilder` writes `?` for `Any`, which PostgreSQL refuses).
+struct Sql {
+    text: String,
+    params: Vec<Param>,
+}
+
+enum Param {
+    Text(String),
+    OptText(Option<String>),
+    Int(i64),
+    OptInt(Option<i64>),
+    OptFloat(Option<f64>),
+}
+
+impl Sql {
+    fn new(start: &str) -> Sql {
+        Sql {
+            text: start.to_string(),
+            params: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, text: &str) -> &mut Sql {
+        self.text.push_str(text);
+        self
+    }
+
+    fn bind(&mut self, p: Param) {
+        self.params.push(p);
+        self.text.push_str(&format!("${}", self.params.len()));
+    }
+
+    fn query(&self) -> Query<'_, Any, AnyArguments<'_>> {
+        let mut q = sqlx::query(&self.text);
+        for p in &self.params {
+            q = match p {
+                Param::Text(v) => q.bind(v.as_str()),
+                Param::OptText(v) => q.bind(v.as_deref()),
+                Param::Int(v) => q.bind(*v),
+                Param::OptInt(v) => q.bind(*v),
+                Param::OptFloat(v) => q.bind(*v),
+            };
+        }
+        q
     }
 }
 

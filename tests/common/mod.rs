@@ -331,3 +331,4 @@ pub async fn run_stdio(hub: &Path, input: &str) -> Vec<Value> {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
         .collect()
 }
+pub mod pg;

@@ -1,0 +1,333 @@
+//! The usage ledger end to end, on SQLite and on a real PostgreSQL: exact token and
+//! cost sums across surfaces, attribution, unpriced models, failures, restarts, streams
+//! and a graceful stop under load.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+
+const HUB: &str = "[routing]\nretries = 0\nbackoff_ms = 1\n";
+
+/// Prices of the priced model, per million tokens.
+const IN: f64 = 2.0;
+const CACHED: f64 = 0.5;
+const OUT: f64 = 8.0;
+
+/// An upstream whose n-th answer reports `10 + n` input tokens (2 of them cached),
+/// 5 output (1 of them reasoning); streams carry the usage chunk only when asked.
+async fn metered_upstream() -> Mock {
+    Mock::start(|n, body| async move {
+        let usage = json!({
+            "prompt_tokens": 10 + n, "completion_tokens": 5, "total_tokens": 15 + n,
+            "prompt_tokens_details": {"cached_tokens": 2},
+            "completion_tokens_details": {"reasoning_tokens": 1}
+        });
+        let model = body["model"].as_str().unwrap_or("m").to_string();
+        if body["stream"] == true {
+            let chunk = |delta: Value, finish: Value| {
+                json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": model,
+                       "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+            };
+            let mut sse = format!(
+                "data: {}\n\ndata: {}\n\n",
+                chunk(json!({"role": "assistant", "content": "hi"}), Value::Null),
+                chunk(json!({}), json!("stop"))
+            );
+            if body["stream_options"]["include_usage"] == true {
+                let u = json!({"id": "c", "object": "chat.completion.chunk", "created": 1,
+                               "model": model, "choices": [], "usage": usage});
+                sse.push_str(&format!("data: {u}\n\n"));
+            }
+            sse.push_str("data: [DONE]\n\n");
+            sse_response(sse)
+        } else {
+            json_response(
+                200,
+                &json!({"id": "c", "object": "chat.completion", "created": 1, "model": model,
+                        "choices": [{"index": 0, "message": {"role": "assistant", "content": "{\"ok\": true}"}, "finish_reason": "stop"}],
+                        "usage": usage})
+                .to_string(),
+            )
+        }
+    })
+    .await
+}
+
+fn config(up: &Mock, down: &str, hub_extra: &str, env_extra: &str) -> ConfigDir {
+    let cfg = ConfigDir::new(&format!("{HUB}{hub_extra}"));
+    cfg.write(".env", &format!("{KEY_ENV}={KEY}\n{env_extra}"));
+    cfg.provider(
+        "up",
+        &up.url,
+        &format!(
+            "[models.priced]\ncost_input_per_1m = {IN}\ncost_cached_input_per_1m = {CACHED}\ncost_output_per_1m = {OUT}\n[models.free-ish]\ncontext_tokens = 1000\n"
+        ),
+    );
+    cfg.provider("down", down, "models = [\"gone\"]");
+    cfg.write(
+        "tools.d/shout.toml",
+        "description = \"Shout\"\nmodel = \"up/priced\"\nprompt = \"{{ text | upper }}\"\n[input]\ntype = \"object\"\nrequired = [\"text\"]\nproperties.text = { type = \"string\" }\nadditionalProperties = false\n",
+    );
+    cfg
+}
+
+fn cost(input: u64, cached: u64, output: u64) -> f64 {
+    ((input - cached) as f64 * IN + cached as f64 * CACHED + output as f64 * OUT) / 1e6
+}
+
+async fn flushed(server: &Server) {
+    server.hub.ledger().expect("the ledger runs").flush().await;
+}
+
+async fn usage(server: &Server, query: &str) -> Value {
+    server.get_json(&format!("/v1/usage?{query}")).await
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() < 1e-12
+}
+
+async fn chat(
+    server: &Server,
+    body: Value,
+    project: Option<&str>,
+    agent: Option<&str>,
+) -> reqwest::Response {
+    let mut req = server
+        .client
+        .post(format!("{}/v1/chat/completions", server.url))
+        .json(&body);
+    if let Some(p) = project {
+        req = req.header("x-llmhub-project", p);
+    }
+    if let Some(a) = agent {
+        req = req.header("x-llmhub-agent", a);
+    }
+    req.send().await.expect("send")
+}
+
+/// Every HTTP surface, an MCP session over stdio writing the same database, then the
+/// sums: the scenario both stores must pass.
+async fn every_surface_adds_up(hub_extra: &str, env_extra: &str) {
+    let up = metered_upstream().await;
+    let down = refused_url().await;
+    let cfg = config(&up, &down, hub_extra, env_extra);
+    let server = Server::start(&cfg).await;
+    // 0: by headers.
+    let r = chat(
+        &server,
+        json!({"model": "up/priced", "messages": user("a")}),
+        Some("search"),
+        Some("crawler"),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    // 1: the agent from the OpenAI `user` field.
+    let r = chat(
+        &server,
+        json!({"model": "up/priced", "messages": user("b"), "user": "u-7"}),
+        Some("search"),
+        None,
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    // 2: a stream whose client did not ask for usage: counted, and not shown.
+    let r = chat(
+        &server,
+        json!({"model": "up/priced", "messages": user("c"), "stream": true}),
+        Some("search"),
+        Some("crawler"),
+    )
+    .await;
+    let text = r.text().await.expect("body");
+    assert!(
+        !text.contains("\"usage\""),
+        "the usage chunk is hidden: {text}"
+    );
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+    assert_eq!(up.seen()[2].body["stream_options"]["include_usage"], true);
+    // 3: a stream that asked: shown.
+    let r = chat(&server, json!({"model": "up/priced", "messages": user("d"), "stream": true, "stream_options": {"include_usage": true}}), None, None).await;
+    assert!(r.text().await.expect("body").contains("\"usage\""));
+    // 4: an unpriced model.
+    let r = chat(
+        &server,
+        json!({"model": "up/free-ish", "messages": user("e")}),
+        Some("search"),
+        None,
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    // 5: a prompt tool over HTTP.
+    let r = server
+        .client
+        .post(format!("{}/v1/tools/shout", server.url))
+        .header("x-llmhub-project", "tools")
+        .json(&json!({"text": "hey"}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 200);
+    // A failure: recorded with its status and attempts, costing nothing.
+    let r = chat(
+        &server,
+        json!({"model": "down/gone", "messages": user("f")}),
+        Some("search"),
+        None,
+    )
+    .await;
+    assert_eq!(r.status(), 502);
+
+    // 6 and 7: MCP over stdio, another process writing the same ledger.
+    let input = [
+        r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#,
+        r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+        r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"chat_completion","arguments":{"model":"up/priced","prompt":"g","project_id":"mcp","agent_id":"claude"}}}"#,
+        r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"shout","arguments":{"text":"h","project_id":"mcp"}}}"#,
+    ]
+    .join("\n")
+        + "\n";
+    let out = run_stdio(&cfg.hub_path(), &input).await;
+    for id in [2, 3] {
+        let reply = out.iter().find(|v| v["id"] == id).expect("a reply");
+        assert_eq!(reply["result"]["isError"], false, "{reply}");
+    }
+    flushed(&server).await;
+
+    let day = usage(&server, "period=day&group_by=project,model").await;
+    let rows = day["data"].as_array().expect("data");
+    let find = |project: &str, model: &str| {
+        rows.iter()
+            .find(|r| r["project"] == project && r["model"] == model)
+            .unwrap_or_else(|| panic!("no {project}/{model} in {day}"))
+            .clone()
+    };
+    let search = find("search", "priced");
+    assert_eq!(search["requests"], 3);
+    assert_eq!(search["input_tokens"], 10 + 11 + 12);
+    assert_eq!(search["cached_tokens"], 6);
+    assert_eq!(search["output_tokens"], 15);
+    assert_eq!(search["reasoning_tokens"], 3);
+    let expected = cost(10, 2, 5) + cost(11, 2, 5) + cost(12, 2, 5);
+    assert!(
+        close(search["cost_usd"].as_f64().expect("cost"), expected),
+        "{search}"
+    );
+    assert_eq!(find("default", "priced")["input_tokens"], 13);
+    let unpriced = find("search", "free-ish");
+    assert_eq!(unpriced["unpriced"], 1);
+    assert_eq!(unpriced["cost_usd"], 0.0);
+    assert_eq!(find("tools", "priced")["input_tokens"], 15);
+    let failed = find("search", "gone");
+    assert_eq!(
+        (failed["requests"].as_i64(), failed["failed"].as_i64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(failed["cost_usd"], 0.0);
+    let mcp = find("mcp", "priced");
+    assert_eq!(mcp["requests"], 2);
+    assert_eq!(mcp["input_tokens"], 16 + 17);
+    let total = &day["total"];
+    assert_eq!(total["requests"], 9);
+    assert_eq!(total["failed"], 1);
+    assert_eq!(total["unpriced"], 1);
+    let all = expected + cost(13, 2, 5) + cost(15, 2, 5) + cost(16, 2, 5) + cost(17, 2, 5);
+    assert!(
+        close(total["cost_usd"].as_f64().expect("cost"), all),
+        "{total}"
+    );
+
+    let agents = usage(&server, "period=month&project=search&group_by=agent").await;
+    let by_agent: Vec<(String, i64)> = agents["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .map(|r| {
+            (
+                r["agent"].as_str().unwrap_or("").to_string(),
+                r["requests"].as_i64().unwrap_or(0),
+            )
+        })
+        .collect();
+    assert_eq!(
+        by_agent,
+        vec![("".into(), 2), ("crawler".into(), 2), ("u-7".into(), 1)]
+    );
+
+    let recent = server.get_json("/v1/usage/requests?limit=50").await;
+    let recent = recent["data"].as_array().expect("data");
+    assert_eq!(recent.len(), 9);
+    assert!(
+        recent
+            .iter()
+            .any(|r| r["streamed"] == true && r["input_tokens"] == 12)
+    );
+    let surfaces: std::collections::BTreeSet<&str> = recent
+        .iter()
+        .filter_map(|r| r["surface"].as_str())
+        .collect();
+    assert_eq!(
+        surfaces.into_iter().collect::<Vec<_>>(),
+        vec!["chat", "http_tool", "mcp_chat", "mcp_tool"]
+    );
+    let failure = recent
+        .iter()
+        .find(|r| r["model"] == "gone")
+        .expect("the failure");
+    assert_eq!(failure["status"], 502);
+    assert_eq!(failure["attempts"], 1);
+    let one = usage(&server, "period=day&group_by=agent&agent=claude").await;
+    assert_eq!(one["total"]["requests"], 1);
+}
+
+#[tokio::test]
+async fn every_surface_adds_up_on_sqlite() {
+    every_surface_adds_up("", "").await;
+}
+
+#[tokio::test]
+async fn every_surface_adds_up_on_postgres() {
+    let url = pg::database("every_surface").await;
+    every_surface_adds_up(
+        "[storage]\nurl_env = \"LLMHUB_TEST_DATABASE_URL\"\n",
+        &format!("LLMHUB_TEST_DATABASE_URL={url}\n"),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn bad_report_parameters_list_the_valid_ones() {
+    let up = metered_upstream().await;
+    let cfg = config(&up, "http://127.0.0.1:9/v1", "", "");
+    let server = Server::start(&cfg).await;
+    for (query, needle) in [
+        ("period=year", "expected one of day, week, month, all"),
+        (
+            "group_by=model,colour",
+            "model, provider, project, agent, key, day",
+        ),
+    ] {
+        let r = server
+            .client
+            .get(format!("{}/v1/usage?{query}", server.url))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(r.status(), 400);
+        let body: Value = r.json().await.expect("json");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(needle)),
+            "{body}"
+        );
+    }
+    let r = server
+        .client
+        .get(format!("{}/v1/usage/requests?limit=0", server.url))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 400);
+}
