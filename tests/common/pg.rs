@@ -14,6 +14,8 @@ struct PgServer {
     /// The watchdog stops the server when this pipe closes, i.e. when the test process
     /// exits, however it exits.
     _lifeline: std::process::ChildStdin,
+    /// The watchdog, reaped by the OS with this process.
+    _watchdog: std::process::Child,
 }
 
 fn bin(name: &str) -> PathBuf {
@@ -121,6 +123,7 @@ fn start() -> PgServer {
         port,
         _dir: dir,
         _lifeline: lifeline,
+        _watchdog: child,
     }
 }
 
