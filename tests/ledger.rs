@@ -331,3 +331,211 @@ async fn bad_report_parameters_list_the_valid_ones() {
         .expect("send");
     assert_eq!(r.status(), 400);
 }
+
+#[tokio::test]
+async fn a_restart_keeps_the_ledger() {
+    let up = metered_upstream().await;
+    let cfg = config(&up, "http://127.0.0.1:9/v1", "", "");
+    let server = Server::start(&cfg).await;
+    for _ in 0..2 {
+        let r = chat(
+            &server,
+            json!({"model": "up/priced", "messages": user("x")}),
+            None,
+            None,
+        )
+        .await;
+        assert_eq!(r.status(), 200);
+    }
+    // No flush here: a graceful stop must write what is queued.
+    server.stop().await;
+    assert!(
+        cfg.path("llmhub.db").exists(),
+        "the SQLite file lives beside hub.toml"
+    );
+    let again = Server::start(&cfg).await;
+    let r = chat(
+        &again,
+        json!({"model": "up/priced", "messages": user("y")}),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    flushed(&again).await;
+    let total = usage(&again, "period=all").await["total"].clone();
+    assert_eq!(total["requests"], 3);
+    assert_eq!(total["input_tokens"], 10 + 11 + 12);
+}
+
+#[tokio::test]
+async fn a_stream_the_client_abandons_is_recorded_with_what_it_received() {
+    let (gone_tx, gone_rx) = tokio::sync::oneshot::channel::<()>();
+    let gone_tx = std::sync::Mutex::new(Some(gone_tx));
+    let gone_tx = std::sync::Arc::new(gone_tx);
+    let up = Mock::start(move |_, _| {
+        let gone_tx = gone_tx.clone();
+        async move {
+            // The first chunk, then nothing until llmhub hangs up; the guard says when.
+            struct Hangup(Option<tokio::sync::oneshot::Sender<()>>);
+            impl Drop for Hangup {
+                fn drop(&mut self) {
+                    if let Some(tx) = self.0.take() {
+                        let _ = tx.send(());
+                    }
+                }
+            }
+            let guard = Hangup(gone_tx.lock().expect("lock").take());
+            let first = futures_util::stream::once(async {
+                Ok::<_, std::convert::Infallible>(bytes::Bytes::from(
+                    "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hel\"},\"finish_reason\":null}]}\n\n",
+                ))
+            });
+            let stalled = futures_util::stream::unfold(guard, |g| async move {
+                std::future::pending::<()>().await;
+                Some((Ok(bytes::Bytes::new()), g))
+            });
+            sse_response(axum::body::Body::from_stream(futures_util::StreamExt::chain(first, stalled)))
+        }
+    })
+    .await;
+    let cfg = config(&up, "http://127.0.0.1:9/v1", "", "");
+    let server = Server::start(&cfg).await;
+    let mut resp = chat(
+        &server,
+        json!({"model": "up/priced", "messages": user("x"), "stream": true}),
+        Some("p"),
+        None,
+    )
+    .await;
+    let first = resp.chunk().await.expect("read").expect("a first chunk");
+    assert!(String::from_utf8_lossy(&first).contains("Hel"));
+    drop(resp);
+    gone_rx.await.expect("llmhub hangs up on the upstream");
+    flushed(&server).await;
+    let rows = server.get_json("/v1/usage/requests?limit=5").await;
+    let row = &rows["data"][0];
+    assert_eq!(row["status"], 499, "{rows}");
+    assert_eq!(row["streamed"], true);
+    assert!(row["ttft_ms"].is_i64());
+}
+
+#[tokio::test]
+async fn a_database_that_is_down_is_reported_and_never_fails_requests() {
+    let up = metered_upstream().await;
+    let refused = refused_url().await;
+    let port = refused
+        .trim_start_matches("http://127.0.0.1:")
+        .trim_end_matches("/v1");
+    let cfg = config(
+        &up,
+        "http://127.0.0.1:9/v1",
+        "[storage]\nurl_env = \"LLMHUB_TEST_DATABASE_URL\"\n",
+        &format!("LLMHUB_TEST_DATABASE_URL=postgres://llmhub:secret-pw@127.0.0.1:{port}/none\n"),
+    );
+    let server = Server::start(&cfg).await;
+    let r = chat(
+        &server,
+        json!({"model": "up/priced", "messages": user("x")}),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(r.status(), 200, "the request is served");
+    server.hub.ledger().expect("ledger").first_attempt().await;
+    let health = server.get_json("/health").await;
+    assert_eq!(health["status"], "degraded");
+    assert_eq!(health["ledger"]["state"], "down", "{health}");
+    assert_eq!(health["ledger"]["queued"], 1);
+    assert!(!health.to_string().contains("secret-pw"), "{health}");
+    let r = server
+        .client
+        .get(format!("{}/v1/usage", server.url))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 503);
+}
+
+/// `llmhub serve` under load, stopped by SIGTERM: every answered request has its row.
+#[tokio::test]
+async fn sigterm_under_load_loses_no_answered_request() {
+    use std::io::{BufRead, BufReader};
+    let cfg = ConfigDir::new(HUB);
+    cfg.write(
+        "providers.d/echo.toml",
+        "adapter = \"echo\"\nmodels = [\"echo\"]\n",
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_llmhub"))
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--config",
+        ])
+        .arg(cfg.hub_path())
+        .env("RUST_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find(|l| l.contains("llmhub serving"))
+        .expect("serving");
+    std::thread::spawn(move || for _ in lines {});
+    let client = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/v1/chat/completions");
+    let (answered_tx, mut answered_rx) = tokio::sync::mpsc::unbounded_channel::<bool>();
+    let mut tasks = Vec::new();
+    for i in 0..400 {
+        let client = client.clone();
+        let url = url.clone();
+        let answered = answered_tx.clone();
+        tasks.push(tokio::spawn(async move {
+            let ok = client
+                .post(&url)
+                .json(&json!({"model": "echo", "messages": user(&format!("n {i}"))}))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            let _ = answered.send(ok);
+        }));
+    }
+    drop(answered_tx);
+    // Stop once a quarter has been answered, with the rest in flight or still to come.
+    let mut ok = 0;
+    while ok < 100 {
+        if answered_rx.recv().await == Some(true) {
+            ok += 1;
+        }
+    }
+    let pid = child.id().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    while let Some(answer) = answered_rx.recv().await {
+        ok += usize::from(answer);
+    }
+    let status = child.wait().expect("wait");
+    assert!(status.success(), "a graceful stop exits 0: {status}");
+    let store =
+        llmhub::store::Store::open(&format!("sqlite://{}", cfg.path("llmhub.db").display()))
+            .await
+            .expect("open the ledger");
+    let rows = store
+        .usage(&llmhub::store::UsageQuery::default())
+        .await
+        .expect("usage");
+    let answered_rows = rows[0].totals.requests - rows[0].totals.failed;
+    assert_eq!(answered_rows, ok as i64, "every 2xx answer has its row");
+}

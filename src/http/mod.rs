@@ -315,13 +315,14 @@ fn name_answerer(headers: &mut HeaderMap, provider: &str, model: &str) {
 /// Server-sent events, one per upstream chunk as it arrives. A failure mid-stream
 /// becomes an error event and ends the stream without `[DONE]`, so clients see it failed.
 /// The meter sees every chunk (usage, time to first token) and records the stream when
-/// it ends, fails, or is abandoned by the client.
+/// it ends, fails, or is abandoned by the client; it sits first in the state so that it
+/// records before the upstream connection is dropped.
 fn sse_response(answer: Answer<ChunkStream>, meter: usage::Meter) -> Response {
     let provider = answer.target.provider.clone();
     let model = answer.target.model.clone();
     let events = futures_util::stream::unfold(
-        (answer.value, meter, false),
-        move |(mut chunks, mut meter, finished)| {
+        (meter, answer.value, false),
+        move |(mut meter, mut chunks, finished)| {
             let provider = provider.clone();
             let model = model.clone();
             async move {
@@ -336,7 +337,7 @@ fn sse_response(answer: Answer<ChunkStream>, meter: usage::Meter) -> Response {
                             }
                             Some((
                                 Ok::<Bytes, std::convert::Infallible>(event(&chunk)),
-                                (chunks, meter, false),
+                                (meter, chunks, false),
                             ))
                         }
                         Some(Err(e)) => {
@@ -357,13 +358,13 @@ fn sse_response(answer: Answer<ChunkStream>, meter: usage::Meter) -> Response {
                                     .to_string(),
                                 ),
                             };
-                            Some((Ok(event(&body)), (chunks, meter, true)))
+                            Some((Ok(event(&body)), (meter, chunks, true)))
                         }
                         None => {
                             meter.finished();
                             Some((
                                 Ok(Bytes::from_static(b"data: [DONE]\n\n")),
-                                (chunks, meter, true),
+                                (meter, chunks, true),
                             ))
                         }
                     };

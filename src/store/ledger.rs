@@ -30,6 +30,9 @@ enum Msg {
 
 #[derive(Default)]
 struct Stats {
+    /// Set after the first attempt to open the database, whatever its outcome.
+    tried: tokio::sync::Notify,
+    tried_once: std::sync::atomic::AtomicBool,
     written: AtomicU64,
     dropped: AtomicU64,
     lost: AtomicU64,
@@ -85,6 +88,17 @@ impl Ledger {
         }
     }
 
+    /// Returns once the first attempt to open the database has succeeded or failed.
+    pub async fn first_attempt(&self) {
+        let notified = self.stats.tried.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if self.stats.tried_once.load(Ordering::Acquire) {
+            return;
+        }
+        notified.await;
+    }
+
     /// The database, once it has been opened.
     pub fn store(&self) -> Option<Arc<Store>> {
         self.store.get().cloned()
@@ -112,11 +126,25 @@ impl Ledger {
         }
     }
 
-    /// Writes out everything queued so far, then stops the writer.
+    /// Writes out everything queued so far, then stops the writer. Bounded: a database
+    /// that stays down through shutdown costs its queued rows (logged), never a hung stop.
     pub async fn close(&self) {
         let (done, wait) = oneshot::channel();
-        if self.tx.send(Msg::Close(done)).await.is_ok() {
-            let _ = wait.await;
+        let closed = async {
+            if self.tx.send(Msg::Close(done)).await.is_ok() {
+                let _ = wait.await;
+            }
+        };
+        if tokio::time::timeout(CLOSE_GRACE + Duration::from_secs(1), closed)
+            .await
+            .is_err()
+        {
+            let queued = (QUEUE - self.tx.capacity()) as u64;
+            self.stats.lost.fetch_add(queued, Ordering::Relaxed);
+            tracing::error!(
+                rows = queued,
+                "usage ledger rows lost: the database stayed unreachable through shutdown"
+            );
         }
     }
 
@@ -146,7 +174,13 @@ impl Ledger {
 async fn open(url: &str, stats: &Stats) -> Arc<Store> {
     let mut wait = MIN_RETRY;
     loop {
-        match Store::open(url).await {
+        let opened = Store::open(url).await;
+        let attempted = |stats: &Stats| {
+            if !stats.tried_once.swap(true, Ordering::AcqRel) {
+                stats.tried.notify_waiters();
+            }
+        };
+        match opened {
             Ok(store) => {
                 if stats
                     .last_error
@@ -157,6 +191,7 @@ async fn open(url: &str, stats: &Stats) -> Arc<Store> {
                 {
                     tracing::info!("usage ledger database reachable again");
                 }
+                attempted(stats);
                 return Arc::new(store);
             }
             Err(e) => {
@@ -168,6 +203,7 @@ async fn open(url: &str, stats: &Stats) -> Arc<Store> {
                     }
                     *last = Some(message);
                 }
+                attempted(stats);
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(MAX_RETRY);
             }

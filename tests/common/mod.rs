@@ -200,6 +200,7 @@ pub struct Server {
     pub hub: Arc<Hub>,
     pub client: reqwest::Client,
     _stop: oneshot::Sender<()>,
+    served: tokio::task::JoinHandle<()>,
     _watch: Option<llmhub::reload::Watch>,
 }
 
@@ -233,7 +234,7 @@ impl Server {
         let addr = listener.local_addr().expect("addr");
         let (stop, stopped) = oneshot::channel::<()>();
         let served = hub.clone();
-        tokio::spawn(async move {
+        let served = tokio::spawn(async move {
             let _ = llmhub::http::serve(listener, served, async move {
                 let _ = stopped.await;
             })
@@ -245,8 +246,16 @@ impl Server {
             hub,
             client: reqwest::Client::new(),
             _stop: stop,
+            served,
             _watch: watch,
         }
+    }
+
+    /// A graceful stop, as on SIGTERM: returns once the server has finished, the
+    /// ledger flushed.
+    pub async fn stop(self) {
+        let _ = self._stop.send(());
+        let _ = self.served.await;
     }
 
     pub async fn chat(&self, body: Value) -> reqwest::Response {
