@@ -164,10 +164,13 @@ fn a_fallback_cycle_is_reported_once_with_its_path() {
         "env_key",
         "fallback_to = \"mistral\"\nenv_key",
     );
+    let (line, col) = place(&s.read("providers.d/groq.toml"), "\"mistral\"");
     let err = s.one_error();
     assert_eq!(
         err,
-        "providers.d/groq.toml:2:15: fallback_to: fallback_to forms a cycle: groq → mistral → openai → groq"
+        format!(
+            "providers.d/groq.toml:{line}:{col}: fallback_to: fallback_to forms a cycle: groq → mistral → openai → groq"
+        )
     );
 }
 
@@ -193,9 +196,12 @@ fn a_template_syntax_error_is_reported() {
         "default_model",
         "system_prompt = \"Today is {{ today }\"\ndefault_model",
     );
+    let (line, col) = place(&s.read("providers.d/xai.toml"), "\"Today is");
     let err = s.one_error();
     assert!(
-        err.starts_with("providers.d/xai.toml:3:17: system_prompt: template syntax:"),
+        err.starts_with(&format!(
+            "providers.d/xai.toml:{line}:{col}: system_prompt: template syntax:"
+        )),
         "{err}"
     );
     s.edit("providers.d/xai.toml", "{{ today }", "{{ tomorrow }}");
@@ -209,9 +215,18 @@ fn a_template_syntax_error_is_reported() {
 #[test]
 fn invalid_toml_is_reported_with_its_place() {
     let s = Shipped::new();
-    s.edit("providers.d/deepseek.toml", "models = [", "models = [[");
+    s.edit(
+        "providers.d/deepseek.toml",
+        "default_model = ",
+        "default_model = [[",
+    );
+    let (line, _) = place(&s.read("providers.d/deepseek.toml"), "default_model");
     let err = s.one_error();
-    assert!(err.starts_with("providers.d/deepseek.toml:4:"), "{err}");
+    // The parser notices the unclosed array where the next line starts.
+    assert!(
+        err.starts_with(&format!("providers.d/deepseek.toml:{}:1:", line + 1)),
+        "{err}"
+    );
     assert!(err.contains("invalid TOML"), "{err}");
 }
 
@@ -224,7 +239,11 @@ fn every_error_across_files_is_reported_and_broken_files_cause_no_echoes() {
         "max_body_bytes = -1",
     );
     s.edit("providers.d/xai.toml", "base_url", "bsae_url");
-    s.edit("providers.d/together.toml", "models = [", "modles = [");
+    s.edit(
+        "providers.d/together.toml",
+        "default_model",
+        "defualt_model",
+    );
     // openai is broken below; mistral's fallback_to and the groups name it, but
     // those references must not add errors of their own.
     s.edit(
@@ -233,6 +252,15 @@ fn every_error_across_files_is_reported_and_broken_files_cause_no_echoes() {
         "timeout_s = [60]",
     );
     s.write("providers.d/broken.toml", "base_url = \n");
+    let at = |file: &str, needle: &str| {
+        let (l, c) = place(&s.read(file), needle);
+        format!("{file}:{l}:{c}")
+    };
+    let (xai, together, openai) = (
+        at("providers.d/xai.toml", "bsae_url"),
+        at("providers.d/together.toml", "defualt_model"),
+        at("providers.d/openai.toml", "[60]"),
+    );
     let errors = s.errors();
     let joined = errors.join("\n");
     assert!(
@@ -240,7 +268,7 @@ fn every_error_across_files_is_reported_and_broken_files_cause_no_echoes() {
         "{joined}"
     );
     assert!(
-        joined.contains("providers.d/xai.toml:1:1: bsae_url: unknown field `bsae_url`"),
+        joined.contains(&format!("{xai}: bsae_url: unknown field `bsae_url`")),
         "{joined}"
     );
     assert!(
@@ -249,11 +277,11 @@ fn every_error_across_files_is_reported_and_broken_files_cause_no_echoes() {
         "{joined}"
     );
     assert!(
-        joined.contains("providers.d/together.toml:4:1: modles: unknown field"),
+        joined.contains(&format!("{together}: defualt_model: unknown field")),
         "{joined}"
     );
     assert!(
-        joined.contains("providers.d/openai.toml:4:13: timeout_s: invalid type: sequence"),
+        joined.contains(&format!("{openai}: timeout_s: invalid type: sequence")),
         "{joined}"
     );
     assert!(joined.contains("providers.d/broken.toml:1:"), "{joined}");
@@ -313,14 +341,18 @@ fn check_exits_zero_with_a_summary_or_one_with_every_error() {
 
     s.edit("providers.d/xai.toml", "base_url", "bsae_url");
     s.edit("providers.d/groq.toml", "https://", "ftp://");
+    let (xl, xc) = place(&s.read("providers.d/xai.toml"), "bsae_url");
+    let (gl, gc) = place(&s.read("providers.d/groq.toml"), "\"ftp://");
     let (code, _, err) = llmhub(&["check"], &s.hub());
     assert_eq!(code, 1);
     assert!(
-        err.contains("xai.toml:1:1: bsae_url: unknown field"),
+        err.contains(&format!("xai.toml:{xl}:{xc}: bsae_url: unknown field")),
         "{err}"
     );
     assert!(
-        err.contains("groq.toml:1:12: base_url: expected an http or https URL"),
+        err.contains(&format!(
+            "groq.toml:{gl}:{gc}: base_url: expected an http or https URL"
+        )),
         "{err}"
     );
     assert!(

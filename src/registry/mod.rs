@@ -878,6 +878,27 @@ fn build_provider(
         if !seen.insert(id.clone()) {
             errors.push(src.error_at(&["models"], format!("model `{id}` is listed twice")));
         }
+        for (key, price) in [
+            ("cost_input_per_1m", m.cost_input_per_1m),
+            ("cost_cached_input_per_1m", m.cost_cached_input_per_1m),
+            ("cost_output_per_1m", m.cost_output_per_1m),
+            ("cost_cache_write_per_1m", m.cost_cache_write_per_1m),
+        ] {
+            if let Some(p) = price
+                && !(p.is_finite() && p >= 0.0)
+            {
+                errors.push(src.error_at(
+                    &["models", id, key],
+                    format!("expected a price of 0 or more (USD per million tokens), found {p}"),
+                ));
+            }
+        }
+        if m.cost_input_per_1m.is_some() != m.cost_output_per_1m.is_some() {
+            errors.push(src.error_at(
+                &["models", id],
+                "give both cost_input_per_1m and cost_output_per_1m, or neither (the model is then unpriced)",
+            ));
+        }
         models.push(model_from_raw(id, m));
     }
     for m in &models {
