@@ -264,6 +264,60 @@ pub async fn complete(
     })
 }
 
+/// What to count: `{model, text}` or `{model, messages}` (OpenAI-style), as both
+/// `POST /v1/count_tokens` and MCP's `count_tokens` take it.
+pub fn count_request(args: &Value) -> Result<(ChatRequest, Option<String>), ArgumentIssue> {
+    let issue = |path: &str, message: String| ArgumentIssue {
+        path: path.to_string(),
+        message,
+    };
+    let model = match args.get("model") {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(m)) => m.clone(),
+        Some(other) => {
+            return Err(issue(
+                "/model",
+                format!("expected a string, found {}", crate::chat::found(other)),
+            ));
+        }
+    };
+    match (args.get("text"), args.get("messages")) {
+        (Some(Value::String(text)), None) => Ok((
+            ChatRequest {
+                model,
+                messages: vec![Message::text("user", text.clone())],
+                stream: None,
+                stream_options: None,
+                extra: Map::new(),
+            },
+            Some(text.clone()),
+        )),
+        (Some(other), None) => Err(issue(
+            "/text",
+            format!("expected a string, found {}", crate::chat::found(other)),
+        )),
+        (None, Some(_)) => {
+            let mut body = args.clone();
+            if let Some(o) = body.as_object_mut() {
+                o.insert("model".into(), json!(model));
+            }
+            let request: ChatRequest = serde_json::from_value(body.clone()).map_err(|_| {
+                let e = crate::chat::shape_error(&body);
+                issue(&format!("/{}", e.path.replace('.', "/")), e.message)
+            })?;
+            request
+                .validate()
+                .map_err(|e| issue(&format!("/{}", e.path), e.message))?;
+            Ok((request, None))
+        }
+        (Some(_), Some(_)) => Err(issue("", "give `text` or `messages`, not both".into())),
+        (None, None) => Err(issue(
+            "",
+            "expected `text` (a string) or `messages` (chat messages) to count".into(),
+        )),
+    }
+}
+
 /// The input schema of `chat_completion`, compiled once.
 pub fn chat_completion_schema() -> &'static (Map<String, Value>, jsonschema::Validator) {
     static SCHEMA: OnceLock<(Map<String, Value>, jsonschema::Validator)> = OnceLock::new();

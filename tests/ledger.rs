@@ -539,3 +539,89 @@ async fn sigterm_under_load_loses_no_answered_request() {
     let answered_rows = rows[0].totals.requests - rows[0].totals.failed;
     assert_eq!(answered_rows, ok as i64, "every 2xx answer has its row");
 }
+
+#[tokio::test]
+async fn count_tokens_asks_native_counters_and_estimates_the_rest() {
+    let counter = Mock::start(|_, _| async {
+        json_response(200, r#"{"input_tokens": 42, "totalTokens": 17}"#)
+    })
+    .await;
+    let base = counter.url.trim_end_matches("/v1").to_string();
+    let cfg = ConfigDir::new(HUB);
+    cfg.provider("up", &counter.url, "models = [\"gpt-4o\", \"llama\"]");
+    for (name, adapter) in [("claude", "anthropic"), ("gem", "gemini")] {
+        cfg.write(
+            &format!("providers.d/{name}.toml"),
+            &format!("adapter = \"{adapter}\"\nbase_url = \"{base}\"\nenv_key = \"{KEY_ENV}\"\nmodels = [\"m\"]\n"),
+        );
+    }
+    let server = Server::start(&cfg).await;
+    let count = |body: Value| {
+        let server = &server;
+        async move {
+            let r = server
+                .client
+                .post(format!("{}/v1/count_tokens", server.url))
+                .json(&body)
+                .send()
+                .await
+                .expect("send");
+            (r.status().as_u16(), r.json::<Value>().await.expect("json"))
+        }
+    };
+    let (status, got) = count(json!({"model": "up/gpt-4o", "text": "hello world"})).await;
+    assert_eq!(status, 200);
+    assert_eq!(got["input_tokens"], 2);
+    assert_eq!(got["method"], "estimate");
+    let (_, got) = count(json!({"model": "up/llama", "messages": user("hello world")})).await;
+    assert_eq!(
+        (got["input_tokens"].as_u64(), got["method"].as_str()),
+        (Some(9), Some("estimate"))
+    );
+    let (_, got) = count(json!({"model": "claude/m", "messages": user("hi")})).await;
+    assert_eq!(
+        (got["input_tokens"].as_u64(), got["method"].as_str()),
+        (Some(42), Some("anthropic"))
+    );
+    let (_, got) = count(json!({"model": "gem/m", "text": "hi"})).await;
+    assert_eq!(
+        (got["input_tokens"].as_u64(), got["method"].as_str()),
+        (Some(17), Some("gemini"))
+    );
+    assert_eq!(counter.count(), 2, "only the native counters were asked");
+    let seen = counter.seen();
+    let anthropic = seen
+        .iter()
+        .find(|s| s.path == "/v1/messages/count_tokens")
+        .expect("anthropic");
+    assert_eq!(anthropic.headers["x-api-key"], KEY);
+    assert!(anthropic.body.get("max_tokens").is_none() && anthropic.body.get("stream").is_none());
+    assert!(seen.iter().any(|s| s.path == "/v1beta/models/m:countTokens"
+        && s.body["generateContentRequest"]["model"] == "models/m"));
+
+    let (status, got) = count(json!({"model": "ghost", "text": "x"})).await;
+    assert_eq!(status, 404);
+    assert_eq!(got["error"]["code"], "model_not_found");
+    let (status, got) = count(json!({"model": "up/gpt-4o"})).await;
+    assert_eq!(status, 400);
+    assert!(
+        got["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("`text`"))
+    );
+
+    let input = [
+        r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#,
+        r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+        r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"count_tokens","arguments":{"model":"up/gpt-4o","text":"hello world"}}}"#,
+    ]
+    .join("\n")
+        + "\n";
+    let out = run_stdio(&cfg.hub_path(), &input).await;
+    let reply = out.iter().find(|v| v["id"] == 2).expect("reply");
+    assert_eq!(
+        reply["result"]["structuredContent"]["input_tokens"], 2,
+        "{reply}"
+    );
+    assert_eq!(reply["result"]["structuredContent"]["method"], "estimate");
+}

@@ -51,6 +51,29 @@ async fn send(
     Ok((request, response))
 }
 
+/// `POST /v1/messages/count_tokens`: the fields that endpoint takes, from the same
+/// translation a real request gets.
+pub async fn count_tokens(call: Call<'_>) -> Result<u64, ProviderError> {
+    let request = call.prepared()?;
+    let mut body = to_wire(&request, call.model, default_max_tokens(&call), false)?;
+    if let Some(fields) = body.as_object_mut() {
+        fields.retain(|k, _| {
+            matches!(
+                k.as_str(),
+                "model" | "messages" | "system" | "tools" | "tool_choice" | "thinking"
+            )
+        });
+    }
+    let url = format!("{}/v1/messages/count_tokens", call.provider.base_url);
+    let builder = wire::post(call.http, url, call.provider, "x-api-key", "", &body)
+        .header("anthropic-version", API_VERSION);
+    let response = wire::send(builder, call.provider, false, error_shape).await?;
+    let reply = wire::json(response, call.provider.timeout).await?;
+    reply["input_tokens"]
+        .as_u64()
+        .ok_or_else(|| ProviderError::Protocol("count_tokens: expected `input_tokens`".to_string()))
+}
+
 fn default_max_tokens(call: &Call<'_>) -> u64 {
     call.provider
         .model(call.model)

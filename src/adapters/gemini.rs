@@ -51,6 +51,27 @@ async fn send(
     Ok((request, response))
 }
 
+/// `models/{model}:countTokens`, given the whole generateContent request so system
+/// instructions and tools count too.
+pub async fn count_tokens(call: Call<'_>) -> Result<u64, ProviderError> {
+    let request = call.prepared()?;
+    let mut inner = to_wire(&request, call.model)?;
+    if let Some(fields) = inner.as_object_mut() {
+        fields.insert("model".into(), json!(format!("models/{}", call.model)));
+    }
+    let body = json!({ "generateContentRequest": inner });
+    let url = format!(
+        "{}/v1beta/models/{}:countTokens",
+        call.provider.base_url, call.model
+    );
+    let builder = wire::post(call.http, url, call.provider, "x-goog-api-key", "", &body);
+    let response = wire::send(builder, call.provider, false, error_shape).await?;
+    let reply = wire::json(response, call.provider.timeout).await?;
+    reply["totalTokens"]
+        .as_u64()
+        .ok_or_else(|| ProviderError::Protocol("countTokens: expected `totalTokens`".to_string()))
+}
+
 /// Google's `{"error":{"code","message","status","details"}}` → OpenAI's shape, with the
 /// retry delay that Gemini puts in the body (`RetryInfo.retryDelay`, such as "26s").
 pub fn error_shape(body: &Value) -> Option<(Value, Option<Duration>)> {

@@ -6,6 +6,7 @@ pub mod echo;
 pub mod gemini;
 pub mod openai;
 pub mod sse;
+pub mod tokens;
 pub mod wire;
 
 use bytes::Bytes;
@@ -65,6 +66,40 @@ pub fn today() -> String {
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
     format!("{year:04}-{month:02}-{day:02}")
+}
+
+/// A token count and how it was made: `anthropic` or `gemini` (the provider's own
+/// counter) or `estimate` (a local BPE count).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TokenCount {
+    pub input_tokens: u64,
+    pub method: &'static str,
+}
+
+/// Counts the request's input tokens with the provider's own counter where it has one.
+pub async fn count_tokens(call: Call<'_>) -> Result<TokenCount, ProviderError> {
+    let native = |input_tokens, method| TokenCount {
+        input_tokens,
+        method,
+    };
+    match call.provider.adapter {
+        AdapterKind::Anthropic => anthropic::count_tokens(call)
+            .await
+            .map(|n| native(n, "anthropic")),
+        AdapterKind::Gemini => gemini::count_tokens(call)
+            .await
+            .map(|n| native(n, "gemini")),
+        AdapterKind::Openai | AdapterKind::Echo => Ok(estimate(&call)),
+    }
+}
+
+/// The local BPE count of what this call would send.
+pub fn estimate(call: &Call<'_>) -> TokenCount {
+    let request = call.prepared().unwrap_or_else(|_| call.request.clone());
+    TokenCount {
+        input_tokens: tokens::messages(call.model, &request),
+        method: "estimate",
+    }
 }
 
 /// Sends a non-streaming request through the provider's adapter.

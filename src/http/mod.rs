@@ -46,6 +46,7 @@ pub fn router(hub: Arc<Hub>, mcp: Arc<Mcp>, mcp_cancel: CancellationToken) -> Ro
         .route("/v1/tools", get(tools::list))
         .route("/v1/tools/{name}", post(tools::call))
         .route("/v1/usage", get(usage::report))
+        .route("/v1/count_tokens", post(usage::count_tokens))
         .route("/v1/usage/requests", get(usage::requests))
         .route_layer(keyed.clone());
     let endpoint = |profile: Option<String>| {

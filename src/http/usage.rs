@@ -273,6 +273,59 @@ pub async fn report(
     }
 }
 
+/// `POST /v1/count_tokens`: `{model, messages}` or `{model, text}` →
+/// `{input_tokens, method, model}`.
+pub async fn count_tokens(
+    State(hub): State<Arc<Hub>>,
+    request: axum::extract::Request,
+) -> Response {
+    let registry = hub.snapshot();
+    let (parts, body) = request.into_parts();
+    let bytes = match super::read_body(&registry, &parts.headers, body).await {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    let args: Value = match serde_json::from_slice(&bytes) {
+        Ok(v) => v,
+        Err(e) => {
+            return ApiError::invalid_request(
+                "invalid_json",
+                format!("request body is not valid JSON: {e}"),
+            )
+            .into_response();
+        }
+    };
+    let (request, text) = match crate::tools::count_request(&args) {
+        Ok(r) => r,
+        Err(issue) => {
+            let param = issue
+                .path
+                .trim_start_matches('/')
+                .split('/')
+                .next()
+                .unwrap_or("")
+                .to_string();
+            let where_ = if issue.path.is_empty() {
+                String::new()
+            } else {
+                format!("{}: ", issue.path.trim_start_matches('/').replace('/', "."))
+            };
+            let api =
+                ApiError::invalid_request("invalid_request", format!("{where_}{}", issue.message));
+            return if param.is_empty() {
+                api
+            } else {
+                api.with_param(param)
+            }
+            .into_response();
+        }
+    };
+    match crate::route::count_tokens(&hub, &registry, &request, text.as_deref()).await {
+        Ok(counted) => axum::Json(counted).into_response(),
+        Err(e) => route_error_response(e),
+    }
+}
+
 #[derive(Debug, Default, Deserialize)]
 pub struct RequestsParams {
     limit: Option<u32>,

@@ -105,6 +105,15 @@ pub fn tools(registry: &Registry) -> Vec<Tool> {
             object(&json!({"type": "object", "properties": {}})),
         ),
         Tool::new(
+            "count_tokens",
+            "Count input tokens for a model: Anthropic and Gemini models are counted by the provider's own endpoint, others with a local BPE estimate; the answer says which (`method`).",
+            object(&json!({"type": "object", "properties": {
+                "model": {"type": "string", "description": "A model address; default: the gateway's default model."},
+                "text": {"type": "string", "description": "A text to count; use this or `messages`."},
+                "messages": {"type": "array", "description": "OpenAI-style chat messages to count.", "items": {"type": "object"}}
+            }})),
+        ),
+        Tool::new(
             "get_usage",
             "Requests, tokens (input, cached, output, reasoning) and cost in USD from the usage ledger, for a period, optionally one project or agent, grouped as asked. Unpriced requests are counted apart, never as free.",
             object(&json!({"type": "object", "properties": {

@@ -485,6 +485,31 @@ impl ServerHandler for Handler {
         if name == "get_usage" {
             return Ok(get_usage(&self.mcp.hub, &args).await);
         }
+        if name == "count_tokens" {
+            return Ok(match tools::count_request(&args) {
+                Err(issue) => tool_failure(ToolError::InvalidArguments(vec![issue])),
+                Ok((request, text)) => {
+                    match crate::route::count_tokens(
+                        &self.mcp.hub,
+                        &registry,
+                        &request,
+                        text.as_deref(),
+                    )
+                    .await
+                    {
+                        Ok(counted) => {
+                            let value = serde_json::to_value(&counted).unwrap_or_default();
+                            let mut result = CallToolResult::success(vec![ContentBlock::text(
+                                value.to_string(),
+                            )]);
+                            result.structured_content = Some(value);
+                            result.into()
+                        }
+                        Err(e) => tool_error(e.to_string()),
+                    }
+                }
+            });
+        }
         let mut args = args;
         let call = tools::Call {
             caller: tools::caller_from_args(&mut args, Caller::new(None, None)),

@@ -13,7 +13,8 @@ use crate::config::{ConfigError, Parsed, RawTool, SourceFile};
 use crate::template::Template;
 
 /// Names the built-in MCP tools take; a tools.d file may not reuse them.
-pub const BUILTIN_NAMES: [&str; 6] = [
+pub const BUILTIN_NAMES: [&str; 7] = [
+    "count_tokens",
     "chat_completion",
     "list_models",
     "get_model_info",

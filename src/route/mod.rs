@@ -202,6 +202,91 @@ pub async fn chat_stream(
     .await
 }
 
+/// A token count for a request, and whose tokenizer made it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Counted {
+    pub input_tokens: u64,
+    /// `anthropic`, `gemini` or `estimate`.
+    pub method: &'static str,
+    /// `provider/model` the count is for.
+    pub model: String,
+    /// Why the provider's own counter was not used, when it should have been.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// Counts a request's input tokens for the first active target of its model address:
+/// the provider's own counter (Anthropic, Gemini), else a local BPE estimate; a
+/// counter that fails falls back to the estimate and says why. `text` counts a bare
+/// text, without chat message overheads, when estimating.
+pub async fn count_tokens(
+    hub: &Hub,
+    registry: &Registry,
+    request: &ChatRequest,
+    text: Option<&str>,
+) -> Result<Counted, RouteError> {
+    let address = address(registry, request)?;
+    let chain = registry.chain(address).map_err(RouteError::Resolve)?;
+    let active = chain.iter().find_map(|t| {
+        let p = registry.providers.get(&t.provider)?;
+        p.is_active().then(|| (p.clone(), t.clone()))
+    });
+    let Some((provider, target)) = active.or_else(|| {
+        let t = chain.first()?;
+        Some((registry.providers.get(&t.provider)?.clone(), t.clone()))
+    }) else {
+        return Err(RouteError::Exhausted {
+            attempts: Vec::new(),
+            last: None,
+        });
+    };
+    let call = Call {
+        http: &hub.http,
+        provider: &provider,
+        model: &target.model,
+        request: request.clone(),
+    };
+    let estimate = |call: &Call<'_>| match text {
+        Some(t) => adapters::TokenCount {
+            input_tokens: adapters::tokens::text(call.model, t),
+            method: "estimate",
+        },
+        None => adapters::estimate(call),
+    };
+    let (count, note) = if !provider.is_active() {
+        (
+            estimate(&call),
+            Some(format!("{} is not active; counted locally", provider.name)),
+        )
+    } else {
+        match adapters::count_tokens(Call {
+            request: request.clone(),
+            ..call
+        })
+        .await
+        {
+            Ok(c) if c.method == "estimate" => (estimate(&call), None),
+            Ok(c) => (c, None),
+            Err(e) => {
+                tracing::warn!(provider = %provider.name, error = %e, "token counter failed; estimating");
+                (
+                    estimate(&call),
+                    Some(format!(
+                        "{}'s counter failed ({e}); counted locally",
+                        provider.name
+                    )),
+                )
+            }
+        }
+    };
+    Ok(Counted {
+        input_tokens: count.input_tokens,
+        method: count.method,
+        model: format!("{}/{}", target.provider, target.model),
+        note,
+    })
+}
+
 async fn run<T, F, Fut>(
     hub: &Hub,
     registry: &Registry,
