@@ -11,6 +11,7 @@ pub mod config;
 pub mod http;
 pub mod hub;
 pub mod mcp;
+pub mod metrics;
 pub mod registry;
 pub mod reload;
 pub mod route;

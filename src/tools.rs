@@ -207,31 +207,33 @@ pub async fn complete(
             .and_then(|r| r.map_err(ToolError::Route)),
         None => routed.await.map_err(ToolError::Route),
     };
-    let record = |provider: String, model: String, status: u16, attempts: usize| Record {
-        surface: call.surface,
-        caller: call.caller.clone(),
-        requested: request.model.clone(),
-        provider,
-        model,
-        status,
-        attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
-        streamed: false,
-        usage: Usage::default(),
-        latency: started.elapsed(),
-        ttft: None,
-        error: None,
-    };
+    let record =
+        |provider: String, model: String, status: u16, tries: Vec<(String, &'static str)>| Record {
+            surface: call.surface,
+            caller: call.caller.clone(),
+            requested: request.model.clone(),
+            provider,
+            model,
+            status,
+            attempts: u32::try_from(tries.len()).unwrap_or(u32::MAX),
+            streamed: false,
+            usage: Usage::default(),
+            latency: started.elapsed(),
+            ttft: None,
+            error: None,
+            tries,
+        };
     let answer = match outcome {
         Ok(answer) => answer,
         Err(e) => {
-            let (provider, model, status, attempts) = match &e {
+            let (provider, model, status, tries) = match &e {
                 ToolError::Route(r) => {
                     let (p, m) = r.last_target().unwrap_or_default();
-                    (p.to_string(), m.to_string(), r.status(), r.attempts().len())
+                    (p.to_string(), m.to_string(), r.status(), r.tries())
                 }
-                _ => (String::new(), String::new(), 504, 0),
+                _ => (String::new(), String::new(), 504, Vec::new()),
             };
-            let mut row = record(provider, model, status, attempts);
+            let mut row = record(provider, model, status, tries);
             row.error = Some(e.to_string());
             hub.record(registry, row);
             return Err(e);
@@ -241,7 +243,7 @@ pub async fn complete(
         answer.target.provider.clone(),
         answer.target.model.clone(),
         200,
-        answer.attempts.len() + 1,
+        answer.tries(),
     );
     row.usage = Usage::of_completion(&answer.value.body).unwrap_or_default();
     hub.record(registry, row);

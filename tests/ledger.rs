@@ -625,3 +625,127 @@ async fn count_tokens_asks_native_counters_and_estimates_the_rest() {
     );
     assert_eq!(reply["result"]["structuredContent"]["method"], "estimate");
 }
+
+/// `name{labels} value` lines of a Prometheus text exposition.
+fn samples(text: &str) -> Vec<(String, f64)> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            Some((name.to_string(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+fn sum(samples: &[(String, f64)], prefix: &str, having: &[&str]) -> f64 {
+    samples
+        .iter()
+        .filter(|(n, _)| n.starts_with(prefix) && having.iter().all(|h| n.contains(h)))
+        .map(|(_, v)| v)
+        .sum()
+}
+
+#[tokio::test]
+async fn metrics_count_what_happened_with_labels_from_configuration_only() {
+    let up = metered_upstream().await;
+    let down = refused_url().await;
+    let cfg = config(&up, &down, "", "");
+    let server = Server::start(&cfg).await;
+    for _ in 0..3 {
+        let r = chat(
+            &server,
+            json!({"model": "up/priced", "messages": user("a")}),
+            Some("secret-project"),
+            None,
+        )
+        .await;
+        assert_eq!(r.status(), 200);
+    }
+    let r = chat(
+        &server,
+        json!({"model": "up/priced", "messages": user("s"), "stream": true}),
+        None,
+        None,
+    )
+    .await;
+    let _ = r.text().await;
+    // A model name the client made up must not become a label value.
+    let r = chat(
+        &server,
+        json!({"model": "up/client-made-this-up", "messages": user("b")}),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let r = chat(
+        &server,
+        json!({"model": "down/gone", "messages": user("c")}),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(r.status(), 502);
+    let text = server
+        .client
+        .get(format!("{}/metrics", server.url))
+        .send()
+        .await
+        .expect("send")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        !text.contains("secret-project") && !text.contains("client-made-this-up"),
+        "{text}"
+    );
+    let s = samples(&text);
+    assert_eq!(
+        sum(&s, "llmhub_requests_total", &["status=\"2xx\""]),
+        5.0,
+        "{text}"
+    );
+    assert_eq!(
+        sum(
+            &s,
+            "llmhub_requests_total",
+            &["model=\"priced\"", "status=\"2xx\""]
+        ),
+        4.0
+    );
+    assert_eq!(
+        sum(&s, "llmhub_requests_total", &["model=\"unlisted\""]),
+        1.0
+    );
+    assert_eq!(
+        sum(
+            &s,
+            "llmhub_requests_total",
+            &["provider=\"down\"", "status=\"5xx\""]
+        ),
+        1.0
+    );
+    // Input tokens: 10 + 11 + 12 (plain), 13 (stream, counted though not asked), 14.
+    assert_eq!(sum(&s, "llmhub_tokens_total", &["kind=\"input\""]), 60.0);
+    let cost: f64 = (10..=13).map(|n| cost(n, 2, 5)).sum();
+    assert!(
+        (sum(&s, "llmhub_cost_usd_total", &[]) - cost).abs() < 1e-9,
+        "{text}"
+    );
+    assert_eq!(
+        sum(
+            &s,
+            "llmhub_upstream_attempts_total",
+            &["outcome=\"failed\"", "provider=\"down\""]
+        ),
+        1.0
+    );
+    assert_eq!(sum(&s, "llmhub_request_duration_seconds_count", &[]), 6.0);
+    assert_eq!(
+        sum(&s, "llmhub_time_to_first_token_seconds_count", &[]),
+        1.0
+    );
+    assert_eq!(sum(&s, "llmhub_circuit_state", &["provider=\"up\""]), 0.0);
+    assert_eq!(sum(&s, "llmhub_config_generation", &[]), 1.0);
+    assert!(text.contains("llmhub_ledger_rows_dropped"), "{text}");
+}

@@ -67,6 +67,7 @@ pub fn router(hub: Arc<Hub>, mcp: Arc<Mcp>, mcp_cancel: CancellationToken) -> Ro
         .merge(api)
         .merge(mcp_routes)
         .route("/health", get(health))
+        .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(hub)
@@ -255,12 +256,10 @@ async fn chat_completions(State(hub): State<Arc<Hub>>, request: Request) -> Resp
     if request.is_stream() {
         // Usage is counted for every stream; clients that did not ask never see it.
         let client_wants_usage = request.include_usage();
-        if hub.ledger().is_some() {
-            request
-                .stream_options
-                .get_or_insert_with(Default::default)
-                .include_usage = Some(true);
-        }
+        request
+            .stream_options
+            .get_or_insert_with(Default::default)
+            .include_usage = Some(true);
         match route::chat_stream(&hub, &registry, &request).await {
             Ok(answer) => {
                 let meter = usage::Meter::new(
@@ -473,6 +472,21 @@ async fn health(State(hub): State<Arc<Hub>>, headers: HeaderMap) -> Response {
         Err(_) => health.public(),
     };
     axum::Json(health).into_response()
+}
+
+/// Prometheus text exposition; behind the gateway key like `/health`'s details.
+async fn metrics(State(hub): State<Arc<Hub>>, headers: HeaderMap) -> Response {
+    if let Err(e) = check_key(&hub.snapshot(), &headers) {
+        return e.into_response();
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        hub.metrics_text(),
+    )
+        .into_response()
 }
 
 async fn not_found(request: Request) -> Response {

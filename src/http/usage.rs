@@ -40,9 +40,6 @@ pub fn record_answer(
     answer: &Answer<Completion>,
     started: Instant,
 ) {
-    if hub.ledger().is_none() {
-        return;
-    }
     hub.record(
         registry,
         Record {
@@ -58,6 +55,7 @@ pub fn record_answer(
             latency: started.elapsed(),
             ttft: None,
             error: None,
+            tries: answer.tries(),
         },
     );
 }
@@ -82,6 +80,7 @@ pub fn record_failure(
         .unwrap_or_default();
     let tried = u32::try_from(error.attempts().len()).unwrap_or(u32::MAX);
     let message = error.to_string();
+    let tries = error.tries();
     let response = route_error_response(error);
     hub.record(
         registry,
@@ -98,6 +97,7 @@ pub fn record_failure(
             latency: started.elapsed(),
             ttft: None,
             error: Some(message),
+            tries,
         },
     );
     response
@@ -122,7 +122,7 @@ impl Meter {
         started: Instant,
         client_wants_usage: bool,
     ) -> Meter {
-        let record = hub.ledger().is_some().then(|| Record {
+        let record = Some(Record {
             surface: "chat",
             caller,
             requested,
@@ -135,6 +135,7 @@ impl Meter {
             latency: Duration::ZERO,
             ttft: None,
             error: None,
+            tries: answer.tries(),
         });
         Meter {
             hub,

@@ -13,6 +13,7 @@ use tokio::sync::watch;
 
 use crate::chat::Usage;
 use crate::config::{self, ConfigError};
+use crate::metrics::{Metrics, Observation, Scrape};
 use crate::registry::{self, Registry, Settings, Status};
 use crate::store::{Ledger, LedgerHealth, Row};
 use breaker::{BreakerView, Breakers};
@@ -59,6 +60,7 @@ pub struct Hub {
     backends_report: Mutex<BTreeMap<String, BackendHealth>>,
     /// The usage ledger, once a server has started it (`check` and `models` never do).
     ledger: OnceLock<Arc<Ledger>>,
+    pub metrics: Metrics,
 }
 
 /// Who is calling, for the ledger: the key's name (empty without keys), the project
@@ -107,6 +109,8 @@ pub struct Record {
     pub latency: Duration,
     pub ttft: Option<Duration>,
     pub error: Option<String>,
+    /// Each attempt's provider and outcome, for the attempts metric.
+    pub tries: Vec<(String, &'static str)>,
 }
 
 impl Hub {
@@ -140,6 +144,7 @@ impl Hub {
             events,
             backends_report: Mutex::new(BTreeMap::new()),
             ledger: OnceLock::new(),
+            metrics: Metrics::new(),
         }))
     }
 
@@ -327,16 +332,42 @@ impl Hub {
     /// Queues a ledger row for `record`, priced from the snapshot's providers.d. Never
     /// waits and never fails: the ledger counts what it cannot keep.
     pub fn record(&self, registry: &Registry, record: Record) {
+        let ok = (200..300).contains(&record.status);
+        let listed = registry
+            .providers
+            .get(&record.provider)
+            .and_then(|p| p.model(p.canonical_model(&record.model)));
+        let priced = listed.and_then(|m| m.cost(&record.usage));
+        let cost = if ok { priced } else { Some(0.0) };
+        let provider_label = if registry.providers.contains_key(&record.provider) {
+            record.provider.as_str()
+        } else {
+            ""
+        };
+        let model_label = match listed {
+            Some(m) => m.id.as_str(),
+            None if record.model.is_empty() => "",
+            None => crate::metrics::UNLISTED,
+        };
+        self.metrics.observe(&Observation {
+            surface: record.surface,
+            provider: provider_label,
+            model: model_label,
+            status: record.status,
+            latency_s: record.latency.as_secs_f64(),
+            ttft_s: record.ttft.map(|t| t.as_secs_f64()),
+            tokens: [
+                ("input", record.usage.input),
+                ("cached", record.usage.cached),
+                ("output", record.usage.output),
+                ("reasoning", record.usage.reasoning),
+            ],
+            cost_usd: cost,
+            attempts: &record.tries,
+        });
         let Some(ledger) = self.ledger.get() else {
             return;
         };
-        let ok = (200..300).contains(&record.status);
-        let priced = registry
-            .providers
-            .get(&record.provider)
-            .and_then(|p| p.model(p.canonical_model(&record.model)))
-            .and_then(|m| m.cost(&record.usage));
-        let cost = if ok { priced } else { Some(0.0) };
         let at_ms = crate::store::now_ms();
         let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
         let tokens = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
@@ -364,6 +395,47 @@ impl Hub {
             ttft_ms: record.ttft.map(ms),
             error: record.error,
         });
+    }
+
+    /// `/metrics`: the counters, with the state read now (generation, reloads,
+    /// circuits, backends, ledger).
+    pub fn metrics_text(&self) -> String {
+        let registry = self.snapshot();
+        let now = Instant::now();
+        let counts = self.reload_counts();
+        let circuits = registry
+            .providers
+            .keys()
+            .map(|name| {
+                let state = match self.breakers.view(name, now) {
+                    BreakerView::Closed { .. } => 0,
+                    BreakerView::HalfOpen => 1,
+                    BreakerView::Open { .. } => 2,
+                };
+                (name.clone(), state)
+            })
+            .collect();
+        let backends = self
+            .backends_report
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(name, b)| (name.clone(), b.status == "connected"))
+            .collect();
+        let ledger = self.ledger.get().map(|l| l.health());
+        self.metrics.render(Scrape {
+            generation: registry.generation,
+            reloads: [
+                ("applied", counts.applied),
+                ("unchanged", counts.unchanged),
+                ("failed", counts.failed),
+            ],
+            circuits,
+            backends,
+            ledger_written: ledger.as_ref().map_or(0, |l| l.written),
+            ledger_dropped: ledger.as_ref().map_or(0, |l| l.dropped),
+            ledger_queued: ledger.as_ref().map_or(0, |l| l.queued),
+        })
     }
 
     /// Every reload outcome from now on; tests and MCP sessions wait on this.

@@ -40,6 +40,17 @@ pub struct Answer<T> {
     pub attempts: Vec<Attempt>,
 }
 
+impl<T> Answer<T> {
+    /// Every attempt's provider and outcome, the answering one last.
+    pub fn tries(&self) -> Vec<(String, &'static str)> {
+        self.attempts
+            .iter()
+            .map(|a| (a.provider.clone(), a.outcome))
+            .chain(std::iter::once((self.target.provider.clone(), "answered")))
+            .collect()
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RouteError {
     #[error("no model given and routing.default_model is not set")]
@@ -75,6 +86,14 @@ impl RouteError {
             Self::Exhausted { attempts, .. } | Self::Rejected { attempts, .. } => attempts,
             _ => &[],
         }
+    }
+
+    /// Every attempt's provider and outcome.
+    pub fn tries(&self) -> Vec<(String, &'static str)> {
+        self.attempts()
+            .iter()
+            .map(|a| (a.provider.clone(), a.outcome))
+            .collect()
     }
 
     /// The HTTP status this failure answers with (and the ledger records).
