@@ -749,3 +749,57 @@ async fn metrics_count_what_happened_with_labels_from_configuration_only() {
     assert_eq!(sum(&s, "llmhub_config_generation", &[]), 1.0);
     assert!(text.contains("llmhub_ledger_rows_dropped"), "{text}");
 }
+
+#[tokio::test]
+async fn retention_deletes_old_rows_and_keeps_daily_totals() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store =
+        llmhub::store::Store::open(&format!("sqlite://{}", dir.path().join("l.db").display()))
+            .await
+            .expect("open");
+    let today = llmhub::store::days(llmhub::store::now_ms());
+    let row = |id: &str, day: i64| llmhub::store::Row {
+        id: id.to_string(),
+        at_ms: day * 86_400_000,
+        day: llmhub::store::civil_date(day),
+        key: String::new(),
+        project: "p".into(),
+        agent: String::new(),
+        surface: "chat".into(),
+        requested: "m".into(),
+        provider: "up".into(),
+        model: "m".into(),
+        status: 200,
+        attempts: 1,
+        streamed: false,
+        input_tokens: 10,
+        cached_tokens: 0,
+        cache_write_tokens: 0,
+        output_tokens: 1,
+        reasoning_tokens: 0,
+        cost_usd: Some(0.5),
+        latency_ms: 1,
+        ttft_ms: None,
+        error: None,
+    };
+    store
+        .write(&[row("old", today - 100), row("new", today)])
+        .await
+        .expect("write");
+    let deleted = store
+        .prune(&llmhub::store::civil_date(today - 90))
+        .await
+        .expect("prune");
+    assert_eq!(deleted, 1);
+    let recent = store.recent(10, None).await.expect("recent");
+    assert_eq!(
+        recent.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        vec!["new"]
+    );
+    let all = store
+        .usage(&llmhub::store::UsageQuery::default())
+        .await
+        .expect("usage");
+    assert_eq!(all[0].totals.requests, 2, "daily totals outlive their rows");
+    assert_eq!(all[0].totals.cost_usd, 1.0);
+}
