@@ -157,48 +157,14 @@ impl Store {
             return Ok(());
         }
         let mut tx = self.pool.begin().await?;
-        // Parameters per statement stay under SQLite's and Postgres's limits.
-        for chunk in rows.chunks(400) {
-            let mut q = Sql::new(
-                "INSERT INTO llmhub_requests (id, at_ms, day, key_name, project, agent, surface, requested, provider, model, status, attempts, streamed, input_tokens, cached_tokens, cache_write_tokens, output_tokens, reasoning_tokens, cost_usd, latency_ms, ttft_ms, error) VALUES ",
-            );
-            for (i, r) in chunk.iter().enumerate() {
-                q.push(if i == 0 { "(" } else { ", (" });
-                let params = [
-                    Param::Text(r.id.clone()),
-                    Param::Int(r.at_ms),
-                    Param::Text(r.day.clone()),
-                    Param::Text(r.key.clone()),
-                    Param::Text(r.project.clone()),
-                    Param::Text(r.agent.clone()),
-                    Param::Text(r.surface.clone()),
-                    Param::Text(r.requested.clone()),
-                    Param::Text(r.provider.clone()),
-                    Param::Text(r.model.clone()),
-                    Param::Int(i64::from(r.status)),
-                    Param::Int(i64::from(r.attempts)),
-                    Param::Int(i64::from(r.streamed)),
-                    Param::Int(r.input_tokens),
-                    Param::Int(r.cached_tokens),
-                    Param::Int(r.cache_write_tokens),
-                    Param::Int(r.output_tokens),
-                    Param::Int(r.reasoning_tokens),
-                    Param::OptFloat(r.cost_usd),
-                    Param::Int(r.latency_ms),
-                    Param::OptInt(r.ttft_ms),
-                    Param::OptText(r.error.clone()),
-                ];
-                for (j, p) in params.into_iter().enumerate() {
-                    if j > 0 {
-                        q.push(", ");
-                    }
-                    q.bind(p);
-                }
-                q.push(")");
-            }
-            q.push(" ON CONFLICT (id) DO NOTHING");
-            q.query().execute(&mut *tx).await?;
-        }
+        // The whole batch is one JSON parameter that the database unpacks itself: one
+        // statement per batch instead of a round trip (or thousands of binds) per row.
+        let json = serde_json::to_string(rows).map_err(|e| StoreError::Query(e.to_string()))?;
+        let insert = match self.kind {
+            Kind::Sqlite => INSERT_ROWS_SQLITE,
+            Kind::Postgres => INSERT_ROWS_POSTGRES,
+        };
+        sqlx::query(insert).bind(json).execute(&mut *tx).await?;
         let mut daily: BTreeMap<DayKey, Totals> = BTreeMap::new();
         for r in rows {
             daily.entry(DayKey::of(r)).or_default().add(&Totals::of(r));
@@ -330,6 +296,23 @@ impl Store {
     }
 }
 
+const INSERT_ROWS_SQLITE: &str = "INSERT INTO llmhub_requests (id, at_ms, day, key_name, project, agent, surface, requested, provider, model, status, attempts, streamed, input_tokens, cached_tokens, cache_write_tokens, output_tokens, reasoning_tokens, cost_usd, latency_ms, ttft_ms, error) \
+     SELECT json_extract(value, '$.id'), json_extract(value, '$.at_ms'), json_extract(value, '$.day'), json_extract(value, '$.key'), \
+     json_extract(value, '$.project'), json_extract(value, '$.agent'), json_extract(value, '$.surface'), json_extract(value, '$.requested'), \
+     json_extract(value, '$.provider'), json_extract(value, '$.model'), json_extract(value, '$.status'), json_extract(value, '$.attempts'), \
+     json_extract(value, '$.streamed'), json_extract(value, '$.input_tokens'), json_extract(value, '$.cached_tokens'), \
+     json_extract(value, '$.cache_write_tokens'), json_extract(value, '$.output_tokens'), json_extract(value, '$.reasoning_tokens'), \
+     json_extract(value, '$.cost_usd'), json_extract(value, '$.latency_ms'), json_extract(value, '$.ttft_ms'), json_extract(value, '$.error') \
+     FROM json_each($1) WHERE true ON CONFLICT (id) DO NOTHING";
+
+const INSERT_ROWS_POSTGRES: &str = "INSERT INTO llmhub_requests (id, at_ms, day, key_name, project, agent, surface, requested, provider, model, status, attempts, streamed, input_tokens, cached_tokens, cache_write_tokens, output_tokens, reasoning_tokens, cost_usd, latency_ms, ttft_ms, error) \
+     SELECT id, at_ms, day, key, project, agent, surface, requested, provider, model, status, attempts, CASE WHEN streamed THEN 1 ELSE 0 END, \
+     input_tokens, cached_tokens, cache_write_tokens, output_tokens, reasoning_tokens, cost_usd, latency_ms, ttft_ms, error \
+     FROM jsonb_to_recordset($1::jsonb) AS r(id text, at_ms bigint, day text, key text, project text, agent text, surface text, requested text, \
+     provider text, model text, status bigint, attempts bigint, streamed boolean, input_tokens bigint, cached_tokens bigint, \
+     cache_write_tokens bigint, output_tokens bigint, reasoning_tokens bigint, cost_usd double precision, latency_ms bigint, ttft_ms bigint, error text) \
+     ON CONFLICT (id) DO NOTHING";
+
 /// A statement with numbered `$n` parameters, which both SQLite and PostgreSQL read
 /// (sqlx's `QueryBuilder` writes `?` for `Any`, which PostgreSQL refuses).
 struct Sql {
@@ -339,10 +322,7 @@ struct Sql {
 
 enum Param {
     Text(String),
-    OptText(Option<String>),
     Int(i64),
-    OptInt(Option<i64>),
-    OptFloat(Option<f64>),
 }
 
 impl Sql {
@@ -368,10 +348,7 @@ impl Sql {
         for p in &self.params {
             q = match p {
                 Param::Text(v) => q.bind(v.as_str()),
-                Param::OptText(v) => q.bind(v.as_deref()),
                 Param::Int(v) => q.bind(*v),
-                Param::OptInt(v) => q.bind(*v),
-                Param::OptFloat(v) => q.bind(*v),
             };
         }
         q
