@@ -89,6 +89,16 @@ impl Store {
                 Kind::Postgres => 8,
             })
             .acquire_timeout(std::time::Duration::from_secs(5))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if kind == Kind::Sqlite {
+                        // With WAL, NORMAL syncs at checkpoints, not at every commit: a
+                        // power cut may lose the last batches, never corrupt the file.
+                        sqlx::Executor::execute(&mut *conn, "PRAGMA synchronous = NORMAL").await?;
+                    }
+                    Ok(())
+                })
+            })
             .connect(&connect_url)
             .await
             .map_err(|e| open_error(e.to_string()))?;
@@ -157,51 +167,43 @@ impl Store {
             return Ok(());
         }
         let mut tx = self.pool.begin().await?;
-        // The whole batch is one JSON parameter that the database unpacks itself: one
-        // statement per batch instead of a round trip (or thousands of binds) per row.
-        let json = serde_json::to_string(rows).map_err(|e| StoreError::Query(e.to_string()))?;
-        let insert = match self.kind {
-            Kind::Sqlite => INSERT_ROWS_SQLITE,
-            Kind::Postgres => INSERT_ROWS_POSTGRES,
-        };
-        sqlx::query(insert).bind(json).execute(&mut *tx).await?;
+        match self.kind {
+            // PostgreSQL unpacks the whole batch from one JSON parameter, server-side.
+            Kind::Postgres => {
+                let json =
+                    serde_json::to_string(rows).map_err(|e| StoreError::Query(e.to_string()))?;
+                sqlx::query(INSERT_ROWS_POSTGRES)
+                    .bind(json)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            // SQLite runs in this process: typed binds in chunks small enough that
+            // binding stays cheap (it is quadratic in a statement's parameters), and all
+            // full chunks share one cached statement.
+            Kind::Sqlite => {
+                for chunk in rows.chunks(SQLITE_ROWS_PER_INSERT) {
+                    insert_rows(chunk).query().execute(&mut *tx).await?;
+                }
+            }
+        }
         let mut daily: BTreeMap<DayKey, Totals> = BTreeMap::new();
         for r in rows {
-            daily.entry(DayKey::of(r)).or_default().add(&Totals::of(r));
+            daily
+                .entry(DayKey::of(r))
+                .or_default()
+                .add(&Totals::of(r));
         }
-        for (k, t) in daily {
-            sqlx::query(
-                "INSERT INTO llmhub_daily (day, project, agent, key_name, provider, model, requests, failed, unpriced, input_tokens, cached_tokens, cache_write_tokens, output_tokens, reasoning_tokens, cost_usd) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
-                 ON CONFLICT (day, project, agent, key_name, provider, model) DO UPDATE SET \
-                 requests = llmhub_daily.requests + excluded.requests, \
-                 failed = llmhub_daily.failed + excluded.failed, \
-                 unpriced = llmhub_daily.unpriced + excluded.unpriced, \
-                 input_tokens = llmhub_daily.input_tokens + excluded.input_tokens, \
-                 cached_tokens = llmhub_daily.cached_tokens + excluded.cached_tokens, \
-                 cache_write_tokens = llmhub_daily.cache_write_tokens + excluded.cache_write_tokens, \
-                 output_tokens = llmhub_daily.output_tokens + excluded.output_tokens, \
-                 reasoning_tokens = llmhub_daily.reasoning_tokens + excluded.reasoning_tokens, \
-                 cost_usd = llmhub_daily.cost_usd + excluded.cost_usd",
-            )
-            .bind(k.day)
-            .bind(k.project)
-            .bind(k.agent)
-            .bind(k.key)
-            .bind(k.provider)
-            .bind(k.model)
-            .bind(t.requests)
-            .bind(t.failed)
-            .bind(t.unpriced)
-            .bind(t.input_tokens)
-            .bind(t.cached_tokens)
-            .bind(t.cache_write_tokens)
-            .bind(t.output_tokens)
-            .bind(t.reasoning_tokens)
-            .bind(t.cost_usd)
-            .execute(&mut *tx)
-            .await?;
-        }
+        // Keys are unique after the fold above, as one upsert statement needs.
+        let daily: Vec<DailyJson> = daily
+            .iter()
+            .map(|(key, totals)| DailyJson { key, totals })
+            .collect();
+        let json = serde_json::to_string(&daily).map_err(|e| StoreError::Query(e.to_string()))?;
+        let upsert = match self.kind {
+            Kind::Sqlite => UPSERT_DAILY_SQLITE,
+            Kind::Postgres => UPSERT_DAILY_POSTGRES,
+        };
+        sqlx::query(upsert).bind(json).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -296,14 +298,50 @@ impl Store {
     }
 }
 
-const INSERT_ROWS_SQLITE: &str = "INSERT INTO llmhub_requests (id, at_ms, day, key_name, project, agent, surface, requested, provider, model, status, attempts, streamed, input_tokens, cached_tokens, cache_write_tokens, output_tokens, reasoning_tokens, cost_usd, latency_ms, ttft_ms, error) \
-     SELECT json_extract(value, '$.id'), json_extract(value, '$.at_ms'), json_extract(value, '$.day'), json_extract(value, '$.key'), \
-     json_extract(value, '$.project'), json_extract(value, '$.agent'), json_extract(value, '$.surface'), json_extract(value, '$.requested'), \
-     json_extract(value, '$.provider'), json_extract(value, '$.model'), json_extract(value, '$.status'), json_extract(value, '$.attempts'), \
-     json_extract(value, '$.streamed'), json_extract(value, '$.input_tokens'), json_extract(value, '$.cached_tokens'), \
-     json_extract(value, '$.cache_write_tokens'), json_extract(value, '$.output_tokens'), json_extract(value, '$.reasoning_tokens'), \
-     json_extract(value, '$.cost_usd'), json_extract(value, '$.latency_ms'), json_extract(value, '$.ttft_ms'), json_extract(value, '$.error') \
-     FROM json_each($1) WHERE true ON CONFLICT (id) DO NOTHING";
+/// Rows per SQLite insert statement (22 parameters each).
+const SQLITE_ROWS_PER_INSERT: usize = 16;
+
+fn insert_rows(chunk: &[Row]) -> Sql {
+    let mut q = Sql::new(
+        "INSERT INTO llmhub_requests (id, at_ms, day, key_name, project, agent, surface, requested, provider, model, status, attempts, streamed, input_tokens, cached_tokens, cache_write_tokens, output_tokens, reasoning_tokens, cost_usd, latency_ms, ttft_ms, error) VALUES ",
+    );
+    for (i, r) in chunk.iter().enumerate() {
+        q.push(if i == 0 { "(" } else { ", (" });
+        let params = [
+            Param::Text(r.id.clone()),
+            Param::Int(r.at_ms),
+            Param::Text(r.day.clone()),
+            Param::Text(r.key.clone()),
+            Param::Text(r.project.clone()),
+            Param::Text(r.agent.clone()),
+            Param::Text(r.surface.clone()),
+            Param::Text(r.requested.clone()),
+            Param::Text(r.provider.clone()),
+            Param::Text(r.model.clone()),
+            Param::Int(i64::from(r.status)),
+            Param::Int(i64::from(r.attempts)),
+            Param::Int(i64::from(r.streamed)),
+            Param::Int(r.input_tokens),
+            Param::Int(r.cached_tokens),
+            Param::Int(r.cache_write_tokens),
+            Param::Int(r.output_tokens),
+            Param::Int(r.reasoning_tokens),
+            Param::OptFloat(r.cost_usd),
+            Param::Int(r.latency_ms),
+            Param::OptInt(r.ttft_ms),
+            Param::OptText(r.error.clone()),
+        ];
+        for (j, p) in params.into_iter().enumerate() {
+            if j > 0 {
+                q.push(", ");
+            }
+            q.bind(p);
+        }
+        q.push(")");
+    }
+    q.push(" ON CONFLICT (id) DO NOTHING");
+    q
+}
 
 const INSERT_ROWS_POSTGRES: &str = "INSERT INTO llmhub_requests (id, at_ms, day, key_name, project, agent, surface, requested, provider, model, status, attempts, streamed, input_tokens, cached_tokens, cache_write_tokens, output_tokens, reasoning_tokens, cost_usd, latency_ms, ttft_ms, error) \
      SELECT id, at_ms, day, key, project, agent, surface, requested, provider, model, status, attempts, CASE WHEN streamed THEN 1 ELSE 0 END, \
@@ -312,6 +350,43 @@ const INSERT_ROWS_POSTGRES: &str = "INSERT INTO llmhub_requests (id, at_ms, day,
      provider text, model text, status bigint, attempts bigint, streamed boolean, input_tokens bigint, cached_tokens bigint, \
      cache_write_tokens bigint, output_tokens bigint, reasoning_tokens bigint, cost_usd double precision, latency_ms bigint, ttft_ms bigint, error text) \
      ON CONFLICT (id) DO NOTHING";
+
+/// The daily upsert's additions, shared by both dialects.
+macro_rules! daily_sums {
+    () => {
+        "requests = llmhub_daily.requests + excluded.requests, \
+     failed = llmhub_daily.failed + excluded.failed, \
+     unpriced = llmhub_daily.unpriced + excluded.unpriced, \
+     input_tokens = llmhub_daily.input_tokens + excluded.input_tokens, \
+     cached_tokens = llmhub_daily.cached_tokens + excluded.cached_tokens, \
+     cache_write_tokens = llmhub_daily.cache_write_tokens + excluded.cache_write_tokens, \
+     output_tokens = llmhub_daily.output_tokens + excluded.output_tokens, \
+     reasoning_tokens = llmhub_daily.reasoning_tokens + excluded.reasoning_tokens, \
+     cost_usd = llmhub_daily.cost_usd + excluded.cost_usd"
+    };
+}
+
+const UPSERT_DAILY_SQLITE: &str = concat!(
+    "INSERT INTO llmhub_daily (day, project, agent, key_name, provider, model, requests, failed, unpriced, input_tokens, cached_tokens, cache_write_tokens, output_tokens, reasoning_tokens, cost_usd) \
+     SELECT json_extract(value, '$.day'), json_extract(value, '$.project'), json_extract(value, '$.agent'), json_extract(value, '$.key'), \
+     json_extract(value, '$.provider'), json_extract(value, '$.model'), json_extract(value, '$.requests'), json_extract(value, '$.failed'), \
+     json_extract(value, '$.unpriced'), json_extract(value, '$.input_tokens'), json_extract(value, '$.cached_tokens'), \
+     json_extract(value, '$.cache_write_tokens'), json_extract(value, '$.output_tokens'), json_extract(value, '$.reasoning_tokens'), \
+     CAST(json_extract(value, '$.cost_usd') AS REAL) \
+     FROM json_each($1) WHERE true ON CONFLICT (day, project, agent, key_name, provider, model) DO UPDATE SET ",
+    daily_sums!()
+);
+
+const UPSERT_DAILY_POSTGRES: &str = concat!(
+    "INSERT INTO llmhub_daily (day, project, agent, key_name, provider, model, requests, failed, unpriced, input_tokens, cached_tokens, cache_write_tokens, output_tokens, reasoning_tokens, cost_usd) \
+     SELECT day, project, agent, key, provider, model, requests, failed, unpriced, input_tokens, cached_tokens, cache_write_tokens, \
+     output_tokens, reasoning_tokens, cost_usd \
+     FROM jsonb_to_recordset($1::jsonb) AS r(day text, project text, agent text, key text, provider text, model text, requests bigint, \
+     failed bigint, unpriced bigint, input_tokens bigint, cached_tokens bigint, cache_write_tokens bigint, output_tokens bigint, \
+     reasoning_tokens bigint, cost_usd double precision) \
+     ON CONFLICT (day, project, agent, key_name, provider, model) DO UPDATE SET ",
+    daily_sums!()
+);
 
 /// A statement with numbered `$n` parameters, which both SQLite and PostgreSQL read
 /// (sqlx's `QueryBuilder` writes `?` for `Any`, which PostgreSQL refuses).
@@ -322,7 +397,10 @@ struct Sql {
 
 enum Param {
     Text(String),
+    OptText(Option<String>),
     Int(i64),
+    OptInt(Option<i64>),
+    OptFloat(Option<f64>),
 }
 
 impl Sql {
@@ -348,7 +426,10 @@ impl Sql {
         for p in &self.params {
             q = match p {
                 Param::Text(v) => q.bind(v.as_str()),
+                Param::OptText(v) => q.bind(v.as_deref()),
                 Param::Int(v) => q.bind(*v),
+                Param::OptInt(v) => q.bind(*v),
+                Param::OptFloat(v) => q.bind(*v),
             };
         }
         q
@@ -434,7 +515,15 @@ impl Row {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Serialize)]
+struct DailyJson<'a> {
+    #[serde(flatten)]
+    key: &'a DayKey,
+    #[serde(flatten)]
+    totals: &'a Totals,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 struct DayKey {
     day: String,
     project: String,
