@@ -177,9 +177,8 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
             }
-            // SQLite runs in this process: typed binds in chunks small enough that
-            // binding stays cheap (it is quadratic in a statement's parameters), and all
-            // full chunks share one cached statement.
+            // SQLite runs in this process: typed, positional binds, 64 rows a
+            // statement; all full chunks share one cached statement.
             Kind::Sqlite => {
                 for chunk in rows.chunks(SQLITE_ROWS_PER_INSERT) {
                     insert_rows(chunk).query().execute(&mut *tx).await?;
@@ -298,13 +297,14 @@ impl Store {
     }
 }
 
-/// Rows per SQLite insert statement (22 parameters each).
-const SQLITE_ROWS_PER_INSERT: usize = 16;
+/// Rows per SQLite insert statement (22 parameters each, under SQLite's limit).
+const SQLITE_ROWS_PER_INSERT: usize = 64;
 
 fn insert_rows(chunk: &[Row]) -> Sql {
     let mut q = Sql::new(
         "INSERT INTO llmhub_requests (id, at_ms, day, key_name, project, agent, surface, requested, provider, model, status, attempts, streamed, input_tokens, cached_tokens, cache_write_tokens, output_tokens, reasoning_tokens, cost_usd, latency_ms, ttft_ms, error) VALUES ",
     );
+    q.positional = true;
     for (i, r) in chunk.iter().enumerate() {
         q.push(if i == 0 { "(" } else { ", (" });
         let params = [
@@ -393,6 +393,9 @@ const UPSERT_DAILY_POSTGRES: &str = concat!(
 struct Sql {
     text: String,
     params: Vec<Param>,
+    /// `?` instead of `$n`: SQLite binds unnamed parameters without a per-parameter
+    /// name lookup, which sqlx otherwise makes quadratic in the parameter count.
+    positional: bool,
 }
 
 enum Param {
@@ -408,6 +411,7 @@ impl Sql {
         Sql {
             text: start.to_string(),
             params: Vec::new(),
+            positional: false,
         }
     }
 
@@ -418,7 +422,11 @@ impl Sql {
 
     fn bind(&mut self, p: Param) {
         self.params.push(p);
-        self.text.push_str(&format!("${}", self.params.len()));
+        if self.positional {
+            self.text.push('?');
+        } else {
+            self.text.push_str(&format!("${}", self.params.len()));
+        }
     }
 
     fn query(&self) -> Query<'_, Any, AnyArguments<'_>> {
