@@ -1,9 +1,11 @@
 -- The usage ledger: one row per answered request, and daily totals kept in the same
 -- transaction so reports read days, not rows. Portable between SQLite and PostgreSQL:
 -- integers are BIGINT, money DOUBLE PRECISION, flags 0/1, and no column is nullable
--- that is part of a key (empty strings stand for "none").
+-- that is part of a key (empty strings stand for "none"). Request rows carry one index
+-- (time): every index is paid on each insert, and rows are read newest first. A batch
+-- is one transaction, so a retried write never leaves a duplicate.
 CREATE TABLE IF NOT EXISTS llmhub_requests (
-    id TEXT PRIMARY KEY,
+    id TEXT NOT NULL,
     at_ms BIGINT NOT NULL,
     day TEXT NOT NULL,
     key_name TEXT NOT NULL,
@@ -27,7 +29,6 @@ CREATE TABLE IF NOT EXISTS llmhub_requests (
     error TEXT
 );
 CREATE INDEX IF NOT EXISTS llmhub_requests_at ON llmhub_requests (at_ms);
-CREATE INDEX IF NOT EXISTS llmhub_requests_project_at ON llmhub_requests (project, at_ms);
 
 CREATE TABLE IF NOT EXISTS llmhub_daily (
     day TEXT NOT NULL,

@@ -16,6 +16,8 @@ use super::{Row, Store};
 pub const QUEUE: usize = 16_384;
 /// Rows written in one transaction at most.
 const BATCH: usize = 1_000;
+/// How long the writer waits for more rows before writing a batch.
+const LINGER: Duration = Duration::from_millis(25);
 const MIN_RETRY: Duration = Duration::from_millis(200);
 const MAX_RETRY: Duration = Duration::from_secs(5);
 /// How long closing keeps retrying a database that is down before giving up on rows.
@@ -233,6 +235,9 @@ async fn write_loop(store: Arc<Store>, mut rx: mpsc::Receiver<Msg>, stats: Arc<S
     let mut flushed: Vec<oneshot::Sender<()>> = Vec::new();
     while closing.is_none() {
         let mut next = rx.recv().await;
+        // Rows that arrive within LINGER of the first share its transaction: under load
+        // that makes batches of hundreds instead of a commit per handful of rows.
+        let deadline = tokio::time::Instant::now() + LINGER;
         loop {
             match next {
                 Some(Msg::Row(row)) => batch.push(*row),
@@ -240,10 +245,16 @@ async fn write_loop(store: Arc<Store>, mut rx: mpsc::Receiver<Msg>, stats: Arc<S
                 Some(Msg::Close(done)) => closing = Some(done),
                 None => break,
             }
-            if batch.len() >= BATCH || closing.is_some() {
+            if batch.len() >= BATCH || closing.is_some() || !flushed.is_empty() {
                 break;
             }
-            next = rx.try_recv().ok();
+            next = match rx.try_recv() {
+                Ok(msg) => Some(msg),
+                Err(_) => match tokio::time::timeout_at(deadline, rx.recv()).await {
+                    Ok(msg) => msg,
+                    Err(_) => break,
+                },
+            };
             if next.is_none() {
                 break;
             }

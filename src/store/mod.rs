@@ -339,7 +339,6 @@ fn insert_rows(chunk: &[Row]) -> Sql {
         }
         q.push(")");
     }
-    q.push(" ON CONFLICT (id) DO NOTHING");
     q
 }
 
@@ -348,8 +347,7 @@ const INSERT_ROWS_POSTGRES: &str = "INSERT INTO llmhub_requests (id, at_ms, day,
      input_tokens, cached_tokens, cache_write_tokens, output_tokens, reasoning_tokens, cost_usd, latency_ms, ttft_ms, error \
      FROM jsonb_to_recordset($1::jsonb) AS r(id text, at_ms bigint, day text, key text, project text, agent text, surface text, requested text, \
      provider text, model text, status bigint, attempts bigint, streamed boolean, input_tokens bigint, cached_tokens bigint, \
-     cache_write_tokens bigint, output_tokens bigint, reasoning_tokens bigint, cost_usd double precision, latency_ms bigint, ttft_ms bigint, error text) \
-     ON CONFLICT (id) DO NOTHING";
+     cache_write_tokens bigint, output_tokens bigint, reasoning_tokens bigint, cost_usd double precision, latency_ms bigint, ttft_ms bigint, error text)";
 
 /// The daily upsert's additions, shared by both dialects.
 macro_rules! daily_sums {
