@@ -198,6 +198,19 @@ pub(crate) async fn read_body(
     })
 }
 
+/// Reads a JSON body within the size limit; an empty body is `{}`.
+pub(crate) async fn read_json(
+    registry: &Registry,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<serde_json::Value, ApiError> {
+    let bytes = read_body(registry, headers, body).await?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(json!({}));
+    }
+    serde_json::from_slice(&bytes).map_err(|e| invalid_json(&e))
+}
+
 fn parse_request(bytes: &[u8]) -> Result<ChatRequest, ApiError> {
     let request: ChatRequest = match serde_json::from_slice(bytes) {
         Ok(request) => request,

@@ -48,23 +48,9 @@ pub async fn call(
     };
     let registry = hub.snapshot();
     let (parts, body) = request.into_parts();
-    let bytes = match super::read_body(&registry, &parts.headers, body).await {
-        Ok(b) => b,
+    let args = match super::read_json(&registry, &parts.headers, body).await {
+        Ok(v) => v,
         Err(e) => return e.into_response(),
-    };
-    let args: Value = if bytes.iter().all(u8::is_ascii_whitespace) {
-        json!({})
-    } else {
-        match serde_json::from_slice(&bytes) {
-            Ok(v) => v,
-            Err(e) => {
-                return ApiError::invalid_request(
-                    "invalid_json",
-                    format!("request body is not valid JSON: {e}"),
-                )
-                .into_response();
-            }
-        }
     };
     let Some(tool) = registry.tools.get(&name).cloned() else {
         let known: Vec<&str> = registry.tools.keys().map(String::as_str).collect();

@@ -217,6 +217,14 @@ pub struct UsageParams {
     group_by: Option<String>,
 }
 
+fn query_params<T>(
+    params: Result<Query<T>, axum::extract::rejection::QueryRejection>,
+) -> Result<T, ApiError> {
+    params
+        .map(|Query(p)| p)
+        .map_err(|e| ApiError::invalid_request("invalid_request", e.body_text()))
+}
+
 fn storage_unavailable(hub: &Hub) -> ApiError {
     let why = match hub.ledger() {
         None => "the usage ledger is off ([storage] ledger = false)".to_string(),
@@ -238,11 +246,9 @@ pub async fn report(
     State(hub): State<Arc<Hub>>,
     params: Result<Query<UsageParams>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let Query(p) = match params {
+    let p = match query_params(params) {
         Ok(p) => p,
-        Err(e) => {
-            return ApiError::invalid_request("invalid_request", e.body_text()).into_response();
-        }
+        Err(e) => return e.into_response(),
     };
     let (period, query) = match report_query(
         p.period.as_deref(),
@@ -282,19 +288,9 @@ pub async fn count_tokens(
 ) -> Response {
     let registry = hub.snapshot();
     let (parts, body) = request.into_parts();
-    let bytes = match super::read_body(&registry, &parts.headers, body).await {
-        Ok(b) => b,
-        Err(e) => return e.into_response(),
-    };
-    let args: Value = match serde_json::from_slice(&bytes) {
+    let args = match super::read_json(&registry, &parts.headers, body).await {
         Ok(v) => v,
-        Err(e) => {
-            return ApiError::invalid_request(
-                "invalid_json",
-                format!("request body is not valid JSON: {e}"),
-            )
-            .into_response();
-        }
+        Err(e) => return e.into_response(),
     };
     let (request, text) = match crate::tools::count_request(&args) {
         Ok(r) => r,
@@ -341,11 +337,9 @@ pub async fn requests(
     State(hub): State<Arc<Hub>>,
     params: Result<Query<RequestsParams>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let Query(p) = match params {
+    let p = match query_params(params) {
         Ok(p) => p,
-        Err(e) => {
-            return ApiError::invalid_request("invalid_request", e.body_text()).into_response();
-        }
+        Err(e) => return e.into_response(),
     };
     let limit = p.limit.unwrap_or(50);
     if limit == 0 || limit > MAX_LIMIT {

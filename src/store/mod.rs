@@ -187,10 +187,7 @@ impl Store {
         }
         let mut daily: BTreeMap<DayKey, Totals> = BTreeMap::new();
         for r in rows {
-            daily
-                .entry(DayKey::of(r))
-                .or_default()
-                .add(&Totals::of(r));
+            daily.entry(DayKey::of(r)).or_default().add(&Totals::of(r));
         }
         // Keys are unique after the fold above, as one upsert statement needs.
         let daily: Vec<DailyJson> = daily
