@@ -803,3 +803,75 @@ async fn retention_deletes_old_rows_and_keeps_daily_totals() {
     assert_eq!(all[0].totals.requests, 2, "daily totals outlive their rows");
     assert_eq!(all[0].totals.cost_usd, 1.0);
 }
+
+#[tokio::test]
+async fn mcp_over_http_is_attributed_by_the_sessions_headers() {
+    let up = metered_upstream().await;
+    let cfg = config(&up, "http://127.0.0.1:9/v1", "", "");
+    let server = Server::start(&cfg).await;
+    let post = |body: Value, session: Option<String>| {
+        let mut req = server
+            .client
+            .post(format!("{}/mcp", server.url))
+            .header("accept", "application/json, text/event-stream")
+            .header("x-llmhub-project", "from-header")
+            .header("x-llmhub-agent", "cursor")
+            .json(&body);
+        if let Some(s) = session {
+            req = req
+                .header("mcp-session-id", s)
+                .header("mcp-protocol-version", "2025-11-25");
+        }
+        req.send()
+    };
+    let init = post(json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}), None)
+        .await
+        .expect("initialize");
+    let session = init.headers()["mcp-session-id"]
+        .to_str()
+        .expect("id")
+        .to_string();
+    let _ = init.text().await;
+    let _ = post(
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+        Some(session.clone()),
+    )
+    .await
+    .expect("initialized");
+    let call = post(
+        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+        "name": "chat_completion", "arguments": {"model": "up/priced", "prompt": "hi"}}}),
+        Some(session.clone()),
+    )
+    .await
+    .expect("call");
+    let body = call.text().await.expect("body");
+    assert!(body.contains("\"isError\":false"), "{body}");
+    // Arguments win over headers.
+    let call = post(json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {
+        "name": "chat_completion", "arguments": {"model": "up/priced", "prompt": "hi", "project_id": "from-args"}}}), Some(session))
+        .await
+        .expect("call");
+    let _ = call.text().await;
+    flushed(&server).await;
+    let report = usage(&server, "period=day&group_by=project,agent").await;
+    let rows: Vec<(String, String)> = report["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .map(|r| {
+            (
+                r["project"].as_str().unwrap_or("").into(),
+                r["agent"].as_str().unwrap_or("").into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            ("from-args".into(), "cursor".into()),
+            ("from-header".into(), "cursor".into())
+        ]
+    );
+}

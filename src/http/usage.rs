@@ -19,17 +19,9 @@ use crate::registry::Registry;
 use crate::route::{Answer, RouteError};
 use crate::store::{report_json, report_query};
 
-pub const PROJECT_HEADER: &str = "x-llmhub-project";
-pub const AGENT_HEADER: &str = "x-llmhub-agent";
-
-/// The project from `x-llmhub-project`; the agent from `x-llmhub-agent`, else the
-/// OpenAI `user` field.
+/// Who is calling, from the request's headers and its OpenAI `user` field.
 pub fn caller(headers: &HeaderMap, user: Option<&Value>) -> Caller {
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    Caller::new(
-        header(PROJECT_HEADER),
-        header(AGENT_HEADER).or_else(|| user.and_then(Value::as_str)),
-    )
+    Caller::from_headers(headers, user.and_then(Value::as_str))
 }
 
 pub fn record_answer(

@@ -72,10 +72,21 @@ pub struct Caller {
     pub agent: String,
 }
 
+/// Headers that attribute a request on HTTP and on MCP over HTTP.
+pub const PROJECT_HEADER: &str = "x-llmhub-project";
+pub const AGENT_HEADER: &str = "x-llmhub-agent";
+
 /// Longest project or agent name kept; longer ones are cut.
 const MAX_NAME: usize = 128;
 
 impl Caller {
+    /// The project from `x-llmhub-project`; the agent from `x-llmhub-agent`, else `user`
+    /// (the OpenAI request field).
+    pub fn from_headers(headers: &http::HeaderMap, user: Option<&str>) -> Caller {
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        Caller::new(header(PROJECT_HEADER), header(AGENT_HEADER).or(user))
+    }
+
     pub fn new(project: Option<&str>, agent: Option<&str>) -> Caller {
         let clean = |s: &str| -> String {
             s.trim()

@@ -512,7 +512,17 @@ impl ServerHandler for Handler {
         }
         let mut args = args;
         let call = tools::Call {
-            caller: tools::caller_from_args(&mut args, Caller::new(None, None)),
+            // Over streamable HTTP the session's headers attribute too; arguments win.
+            caller: tools::caller_from_args(
+                &mut args,
+                context
+                    .extensions
+                    .get::<http::request::Parts>()
+                    .map_or_else(
+                        || Caller::new(None, None),
+                        |p| Caller::from_headers(&p.headers, None),
+                    ),
+            ),
             surface: if name == "chat_completion" {
                 "mcp_chat"
             } else {
