@@ -32,28 +32,30 @@ pub fn record_answer(
     answer: &Answer<Completion>,
     started: Instant,
 ) {
-    hub.record(
-        registry,
-        Record {
-            surface: "chat",
-            caller,
-            requested,
-            provider: answer.target.provider.clone(),
-            model: answer.target.model.clone(),
-            status: 200,
-            attempts: attempts(answer.attempts.len()),
-            streamed: false,
-            usage: Usage::of_completion(&answer.value.body).unwrap_or_default(),
-            latency: started.elapsed(),
-            ttft: None,
-            error: None,
-            tries: answer.tries(),
-        },
-    );
+    let mut record = answered(caller, requested, answer);
+    record.usage = Usage::of_completion(&answer.value.body).unwrap_or_default();
+    record.latency = started.elapsed();
+    hub.record(registry, record);
 }
 
-fn attempts(earlier: usize) -> u32 {
-    u32::try_from(earlier + 1).unwrap_or(u32::MAX)
+/// The record of an answered chat request, before its usage and timings are known.
+fn answered<T>(caller: Caller, requested: String, answer: &Answer<T>) -> Record {
+    let tries = answer.tries();
+    Record {
+        surface: "chat",
+        caller,
+        requested,
+        provider: answer.target.provider.clone(),
+        model: answer.target.model.clone(),
+        status: 200,
+        attempts: u32::try_from(tries.len()).unwrap_or(u32::MAX),
+        streamed: false,
+        usage: Usage::default(),
+        latency: Duration::ZERO,
+        ttft: None,
+        error: None,
+        tries,
+    }
 }
 
 /// Records a request that got no answer and returns the client's error response.
@@ -115,19 +117,8 @@ impl Meter {
         client_wants_usage: bool,
     ) -> Meter {
         let record = Some(Record {
-            surface: "chat",
-            caller,
-            requested,
-            provider: answer.target.provider.clone(),
-            model: answer.target.model.clone(),
-            status: 200,
-            attempts: attempts(answer.attempts.len()),
             streamed: true,
-            usage: Usage::default(),
-            latency: Duration::ZERO,
-            ttft: None,
-            error: None,
-            tries: answer.tries(),
+            ..answered(caller, requested, answer)
         });
         Meter {
             hub,
