@@ -308,12 +308,7 @@ async fn bad_report_parameters_list_the_valid_ones() {
             "model, provider, project, agent, key, day",
         ),
     ] {
-        let r = server
-            .client
-            .get(format!("{}/v1/usage?{query}", server.url))
-            .send()
-            .await
-            .expect("send");
+        let r = server.get(&format!("/v1/usage?{query}")).await;
         assert_eq!(r.status(), 400);
         let body: Value = r.json().await.expect("json");
         assert!(
@@ -323,12 +318,7 @@ async fn bad_report_parameters_list_the_valid_ones() {
             "{body}"
         );
     }
-    let r = server
-        .client
-        .get(format!("{}/v1/usage/requests?limit=0", server.url))
-        .send()
-        .await
-        .expect("send");
+    let r = server.get("/v1/usage/requests?limit=0").await;
     assert_eq!(r.status(), 400);
 }
 
@@ -448,12 +438,7 @@ async fn a_database_that_is_down_is_reported_and_never_fails_requests() {
     assert_eq!(health["ledger"]["state"], "down", "{health}");
     assert_eq!(health["ledger"]["queued"], 1);
     assert!(!health.to_string().contains("secret-pw"), "{health}");
-    let r = server
-        .client
-        .get(format!("{}/v1/usage", server.url))
-        .send()
-        .await
-        .expect("send");
+    let r = server.get("/v1/usage").await;
     assert_eq!(r.status(), 503);
 }
 
@@ -686,15 +671,7 @@ async fn metrics_count_what_happened_with_labels_from_configuration_only() {
     )
     .await;
     assert_eq!(r.status(), 502);
-    let text = server
-        .client
-        .get(format!("{}/metrics", server.url))
-        .send()
-        .await
-        .expect("send")
-        .text()
-        .await
-        .expect("text");
+    let text = server.get("/metrics").await.text().await.expect("text");
     assert!(
         !text.contains("secret-project") && !text.contains("client-made-this-up"),
         "{text}"

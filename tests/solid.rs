@@ -390,12 +390,7 @@ async fn models_retrieve_unique_echo_ids_and_only_usable_groups() {
     assert_eq!(got["object"], "model");
     assert_eq!(server.get_json("/v1/models/live").await["id"], "live");
     for id in ["ghost", "keyless/k", "dead"] {
-        let resp = server
-            .client
-            .get(format!("{}/v1/models/{id}", server.url))
-            .send()
-            .await
-            .expect("send");
+        let resp = server.get(&format!("/v1/models/{id}")).await;
         assert_eq!(resp.status(), 404, "{id}");
         let got: Value = resp.json().await.expect("json");
         assert_eq!(got["error"]["code"], "model_not_found");

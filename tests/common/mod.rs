@@ -267,6 +267,14 @@ impl Server {
             .expect("request")
     }
 
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .expect("request")
+    }
+
     pub async fn get_json(&self, path: &str) -> Value {
         self.client
             .get(format!("{}{path}", self.url))
