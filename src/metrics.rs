@@ -87,7 +87,6 @@ pub struct Observation<'a> {
 #[derive(Default)]
 pub struct Scrape {
     pub generation: u64,
-    pub reloads: [(&'static str, u64); 3],
     /// Provider and circuit state: 0 closed, 1 half-open, 2 open.
     pub circuits: Vec<(String, i64)>,
     pub backends: Vec<(String, bool)>,
@@ -105,7 +104,7 @@ pub struct Metrics {
     cost: Family<ModelLabels, Counter<f64, AtomicU64>>,
     attempts: Family<AttemptLabels, Counter>,
     circuit: Family<ProviderLabel, Gauge>,
-    reloads: Family<OutcomeLabel, Gauge>,
+    reloads: Family<OutcomeLabel, Counter>,
     generation: Gauge,
     backend_up: Family<BackendLabel, Gauge>,
     ledger_written: Gauge,
@@ -160,10 +159,10 @@ impl Metrics {
             "Circuit breaker per provider: 0 closed, 1 half-open, 2 open",
             circuit.clone(),
         );
-        let reloads = Family::<OutcomeLabel, Gauge>::default();
+        let reloads = Family::<OutcomeLabel, Counter>::default();
         registry.register(
             "reloads",
-            "Configuration reloads since start, by outcome",
+            "Configuration reloads by outcome (applied, unchanged, failed)",
             reloads.clone(),
         );
         let generation = Gauge::default();
@@ -277,17 +276,18 @@ impl Metrics {
         }
     }
 
+    pub fn reload(&self, outcome: &str) {
+        self.reloads
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.to_string(),
+            })
+            .inc();
+    }
+
     /// The text exposition, with the scrape-time state filled in first.
     pub fn render(&self, scrape: Scrape) -> String {
         self.generation
             .set(i64::try_from(scrape.generation).unwrap_or(i64::MAX));
-        for (outcome, n) in scrape.reloads {
-            self.reloads
-                .get_or_create(&OutcomeLabel {
-                    outcome: outcome.to_string(),
-                })
-                .set(i64::try_from(n).unwrap_or(i64::MAX));
-        }
         self.circuit.clear();
         for (provider, state) in scrape.circuits {
             self.circuit

@@ -286,6 +286,14 @@ async fn an_idle_gateway_reads_no_files_after_a_read_or_an_edit() {
         reload_counts(&server).await,
         json!({"applied": 1, "unchanged": 0, "failed": 0})
     );
+    let metrics = server.get("/metrics").await.text().await.expect("metrics");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "llmhub_reloads_total{outcome=\"applied\"} 1"),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("outcome=\"unchanged\""), "{metrics}");
 }
 
 #[test]

@@ -175,6 +175,7 @@ impl Hub {
         let recovered = {
             let mut status = self.status();
             status.counts.applied += 1;
+            self.metrics.reload("applied");
             status.pending_restart = pending_restart;
             status.last_error.take().is_some()
         };
@@ -198,6 +199,7 @@ impl Hub {
         let recovered = {
             let mut status = self.status();
             status.counts.unchanged += 1;
+            self.metrics.reload("unchanged");
             status.last_error.take().is_some()
         };
         if recovered {
@@ -216,6 +218,7 @@ impl Hub {
         let repeated = {
             let mut status = self.status();
             status.counts.failed += 1;
+            self.metrics.reload("failed");
             let repeated = status
                 .last_error
                 .as_ref()
@@ -413,7 +416,6 @@ impl Hub {
     pub fn metrics_text(&self) -> String {
         let registry = self.snapshot();
         let now = Instant::now();
-        let counts = self.reload_counts();
         let circuits = registry
             .providers
             .keys()
@@ -436,11 +438,6 @@ impl Hub {
         let ledger = self.ledger.get().map(|l| l.health());
         self.metrics.render(Scrape {
             generation: registry.generation,
-            reloads: [
-                ("applied", counts.applied),
-                ("unchanged", counts.unchanged),
-                ("failed", counts.failed),
-            ],
             circuits,
             backends,
             ledger_written: ledger.as_ref().map_or(0, |l| l.written),
