@@ -447,10 +447,7 @@ async fn a_database_that_is_down_is_reported_and_never_fails_requests() {
 async fn sigterm_under_load_loses_no_answered_request() {
     use std::io::{BufRead, BufReader};
     let cfg = ConfigDir::new(HUB);
-    cfg.write(
-        "providers.d/echo.toml",
-        "adapter = \"echo\"\nmodels = [\"echo\"]\n",
-    );
+    cfg.echo();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .expect("bind")
         .local_addr()

@@ -211,10 +211,7 @@ async fn invalid_known_fields_are_refused_with_their_path_on_every_adapter() {
 #[tokio::test]
 async fn a_body_that_is_not_a_request_object_is_explained_in_plain_words() {
     let cfg = ConfigDir::new(HUB);
-    cfg.write(
-        "providers.d/echo.toml",
-        "adapter = \"echo\"\nmodels = [\"echo\"]\n",
-    );
+    cfg.echo();
     let server = Server::start(&cfg).await;
     for (body, needle) in [
         ("[]", "expected a JSON object"),
@@ -265,10 +262,7 @@ async fn a_body_that_is_not_a_request_object_is_explained_in_plain_words() {
 #[tokio::test]
 async fn every_http_error_is_json() {
     let cfg = ConfigDir::new(&format!("{HUB}\n[profiles.dev]\ntools = [\"chat_*\"]\n"));
-    cfg.write(
-        "providers.d/echo.toml",
-        "adapter = \"echo\"\nmodels = [\"echo\"]\n",
-    );
+    cfg.echo();
     let server = Server::start(&cfg).await;
     let resp = server
         .client
@@ -333,10 +327,7 @@ async fn every_http_error_is_json() {
 #[tokio::test]
 async fn ending_an_mcp_session_is_204_and_an_unknown_one_is_404() {
     let cfg = ConfigDir::new(HUB);
-    cfg.write(
-        "providers.d/echo.toml",
-        "adapter = \"echo\"\nmodels = [\"echo\"]\n",
-    );
+    cfg.echo();
     let server = Server::start(&cfg).await;
     let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
         "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
@@ -376,14 +367,8 @@ async fn models_retrieve_unique_echo_ids_and_only_usable_groups() {
     let cfg = ConfigDir::new(&format!(
         "{HUB}\n[groups]\nlive = [\"echo/echo\"]\ndead = [\"keyless/k\"]\n"
     ));
-    cfg.write(
-        "providers.d/echo.toml",
-        "adapter = \"echo\"\nmodels = [\"echo\"]\n",
-    );
-    cfg.write(
-        "providers.d/keyless.toml",
-        "base_url = \"http://127.0.0.1:9/v1\"\nenv_key = \"LLMHUB_TEST_UNSET_KEY\"\nmodels = [\"k\"]\n",
-    );
+    cfg.echo();
+    cfg.keyless();
     let server = Server::start(&cfg).await;
     let got = server.get_json("/v1/models/echo/echo").await;
     assert_eq!(got["id"], "echo/echo");
@@ -422,14 +407,8 @@ async fn health_details_need_a_key_when_keys_are_configured() {
         "{HUB}\n[server]\napi_keys_env = [\"LLMHUB_TEST_GATEWAY_KEY\"]\n"
     ));
     cfg.write(".env", "LLMHUB_TEST_GATEWAY_KEY=gw-secret\n");
-    cfg.write(
-        "providers.d/echo.toml",
-        "adapter = \"echo\"\nmodels = [\"echo\"]\n",
-    );
-    cfg.write(
-        "providers.d/keyless.toml",
-        "base_url = \"http://127.0.0.1:9/v1\"\nenv_key = \"LLMHUB_TEST_UNSET_KEY\"\nmodels = [\"k\"]\n",
-    );
+    cfg.echo();
+    cfg.keyless();
     let server = Server::start(&cfg).await;
     let public = server.get_json("/health").await;
     assert_eq!(public["status"], "ok");
@@ -459,10 +438,7 @@ const INIT: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"p
 #[tokio::test]
 async fn stdio_answers_every_bad_line_with_a_json_rpc_error_carrying_its_id() {
     let cfg = ConfigDir::new(HUB);
-    cfg.write(
-        "providers.d/echo.toml",
-        "adapter = \"echo\"\nmodels = [\"echo\"]\n",
-    );
+    cfg.echo();
     let input = [
         INIT,
         r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
@@ -503,10 +479,7 @@ async fn stdio_answers_every_bad_line_with_a_json_rpc_error_carrying_its_id() {
 #[tokio::test]
 async fn stdio_closed_before_initialize_exits_non_zero() {
     let cfg = ConfigDir::new(HUB);
-    cfg.write(
-        "providers.d/echo.toml",
-        "adapter = \"echo\"\nmodels = [\"echo\"]\n",
-    );
+    cfg.echo();
     let status = tokio::process::Command::new(env!("CARGO_BIN_EXE_llmhub"))
         .args(["mcp", "--config"])
         .arg(cfg.hub_path())

@@ -208,20 +208,14 @@ fn query_params<T>(
         .map_err(|e| ApiError::invalid_request("invalid_request", e.body_text()))
 }
 
-fn storage_unavailable(hub: &Hub) -> ApiError {
-    let why = match hub.ledger() {
-        None => "the usage ledger is off ([storage] ledger = false)".to_string(),
-        Some(l) => format!(
-            "the usage database is not reachable yet: {}",
-            l.health().last_error.unwrap_or_default()
-        ),
-    };
+fn usage_unavailable(why: String) -> Response {
     ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "api_error",
         "usage_unavailable",
         why,
     )
+    .into_response()
 }
 
 /// `GET /v1/usage?period=&project=&agent=&key=&group_by=`.
@@ -248,18 +242,13 @@ pub async fn report(
                 .into_response();
         }
     };
-    let Some(store) = hub.ledger().and_then(|l| l.store()) else {
-        return storage_unavailable(&hub).into_response();
+    let store = match hub.usage_store() {
+        Ok(store) => store,
+        Err(why) => return usage_unavailable(why),
     };
     match store.usage(&query).await {
         Ok(rows) => axum::Json(report_json(period, &query, &rows)).into_response(),
-        Err(e) => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "api_error",
-            "usage_unavailable",
-            e.to_string(),
-        )
-        .into_response(),
+        Err(e) => usage_unavailable(e.to_string()),
     }
 }
 
@@ -333,17 +322,12 @@ pub async fn requests(
         .with_param("limit")
         .into_response();
     }
-    let Some(store) = hub.ledger().and_then(|l| l.store()) else {
-        return storage_unavailable(&hub).into_response();
+    let store = match hub.usage_store() {
+        Ok(store) => store,
+        Err(why) => return usage_unavailable(why),
     };
     match store.recent(limit, p.project.as_deref()).await {
         Ok(rows) => axum::Json(json!({"object": "list", "data": rows})).into_response(),
-        Err(e) => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "api_error",
-            "usage_unavailable",
-            e.to_string(),
-        )
-        .into_response(),
+        Err(e) => usage_unavailable(e.to_string()),
     }
 }

@@ -336,6 +336,19 @@ impl Hub {
         self.ledger.get()
     }
 
+    /// The usage database for reports, or why there is none to read.
+    pub fn usage_store(&self) -> Result<Arc<crate::store::Store>, String> {
+        let Some(ledger) = self.ledger.get() else {
+            return Err("the usage ledger is off ([storage] ledger = false)".to_string());
+        };
+        ledger.store().ok_or_else(|| {
+            format!(
+                "the usage database is not reachable yet: {}",
+                ledger.health().last_error.unwrap_or_default()
+            )
+        })
+    }
+
     /// Writes out every queued ledger row (graceful stop).
     pub async fn flush_ledger(&self) {
         if let Some(ledger) = self.ledger.get() {

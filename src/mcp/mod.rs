@@ -681,14 +681,9 @@ async fn get_usage(hub: &Hub, args: &Value) -> CallToolResponse {
         Ok(q) => q,
         Err(message) => return tool_error(message),
     };
-    let Some(store) = hub.ledger().and_then(|l| l.store()) else {
-        return tool_error(match hub.ledger() {
-            None => "the usage ledger is off ([storage] ledger = false)".to_string(),
-            Some(l) => format!(
-                "the usage database is not reachable yet: {}",
-                l.health().last_error.unwrap_or_default()
-            ),
-        });
+    let store = match hub.usage_store() {
+        Ok(store) => store,
+        Err(why) => return tool_error(why),
     };
     match store.usage(&query).await {
         Ok(rows) => {

@@ -185,6 +185,22 @@ impl ConfigDir {
         self
     }
 
+    /// The offline `echo` provider with its one model, `echo`.
+    pub fn echo(&self) -> &Self {
+        self.write(
+            "providers.d/echo.toml",
+            "adapter = \"echo\"\nmodels = [\"echo\"]\n",
+        )
+    }
+
+    /// A provider `keyless` whose key variable is never set: inactive, for the reason.
+    pub fn keyless(&self) -> &Self {
+        self.write(
+            "providers.d/keyless.toml",
+            "base_url = \"http://127.0.0.1:9/v1\"\nenv_key = \"LLMHUB_TEST_UNSET_KEY\"\nmodels = [\"k\"]\n",
+        )
+    }
+
     /// An OpenAI-compatible provider at `url` that needs the test key.
     pub fn provider(&self, name: &str, url: &str, extra: &str) -> &Self {
         self.write(
