@@ -69,6 +69,11 @@ enum Command {
         #[arg(long)]
         agent: Option<String>,
     },
+    /// Make and list client keys (keys.d/).
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
     /// Write a starter configuration into a folder.
     Init {
         /// Where to write hub.toml, providers.d/, tools.d/ and servers.d/.
@@ -78,6 +83,20 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum KeysAction {
+    /// Make a key: print it once and write keys.d/NAME.toml holding its SHA-256.
+    New {
+        /// The key's name (the file name): 1 to 64 of a-z, A-Z, 0-9, '_' and '-'.
+        name: String,
+        /// The project its usage is attributed to.
+        #[arg(long, default_value = "default")]
+        project: String,
+    },
+    /// List keys with their projects, limits and spend so far (never a key).
+    List,
 }
 
 pub fn main() -> ExitCode {
@@ -103,6 +122,12 @@ pub fn main() -> ExitCode {
             project,
             agent,
         } => usage(&config, &period, &by, project, agent),
+        Command::Keys {
+            action: KeysAction::New { name, project },
+        } => keys_new(&config, &name, &project),
+        Command::Keys {
+            action: KeysAction::List,
+        } => keys_list(&config),
         Command::Init { .. } => unreachable!("handled above"),
     }
 }
@@ -430,6 +455,131 @@ fn usage(
     ExitCode::SUCCESS
 }
 
+fn keys_new(config: &Path, name: &str, project: &str) -> ExitCode {
+    if !crate::registry::is_name(name, 64) {
+        eprintln!("error: key name `{name}`: expected 1 to 64 of a-z, A-Z, 0-9, '_' and '-'");
+        return ExitCode::FAILURE;
+    }
+    if !crate::registry::is_name(project, 64) {
+        eprintln!("error: project `{project}`: expected 1 to 64 of a-z, A-Z, 0-9, '_' and '-'");
+        return ExitCode::FAILURE;
+    }
+    let dir = config
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .join(crate::config::KEYS_DIR);
+    let file = dir.join(format!("{name}.toml"));
+    if file.exists() {
+        eprintln!(
+            "error: {} exists already; delete it to revoke that key first",
+            file.display()
+        );
+        return ExitCode::FAILURE;
+    }
+    let key = match crate::registry::keys::generate() {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("error: no randomness from the system: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let digest = crate::registry::keys::hex(&crate::registry::keys::digest(&key));
+    let text = format!(
+        r#"# The key `{name}`: only its SHA-256 is kept. Delete this file to revoke it.
+sha256 = "{digest}"
+project = "{project}"
+
+# Every setting below is optional; uncomment to limit the key.
+# description = "search team's indexer"
+# models = ["fast", "openai/*"]            # model-address globs it may use (default: all)
+# tools = ["code_review", "github__*"]     # MCP and /v1/tools tools it may use (default: all)
+# rpm = 60                                 # requests per minute
+# tpm = 100_000                            # tokens per minute (input + output)
+# max_parallel = 8                         # requests in progress at once
+# budget_usd = {{ day = 5.0, month = 100.0 }}
+# expires = 2027-01-01                     # refused from this date (UTC) on
+"#
+    );
+    let written = std::fs::create_dir_all(&dir).and_then(|()| {
+        // Written beside and renamed, so the watcher never reads half a file.
+        let tmp = dir.join(format!(".{name}.toml.tmp"));
+        std::fs::write(&tmp, text)?;
+        std::fs::rename(&tmp, &file)
+    });
+    if let Err(e) = written {
+        eprintln!("error: cannot write {}: {e}", file.display());
+        return ExitCode::FAILURE;
+    }
+    eprintln!(
+        "wrote {} (project `{project}`); the key is shown once, keep it now:",
+        file.display()
+    );
+    let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), format!("{key}\n").as_bytes());
+    ExitCode::SUCCESS
+}
+
+fn keys_list(config: &Path) -> ExitCode {
+    let r = match hub::load_registry(config, 1) {
+        Ok(r) => r,
+        Err(errors) => {
+            print_errors(&errors);
+            return ExitCode::FAILURE;
+        }
+    };
+    // Spend comes from the ledger; without one the columns say so.
+    let spend = r.settings.storage_url.clone().and_then(|url| {
+        let runtime = runtime(tokio::runtime::Builder::new_current_thread())?;
+        runtime
+            .block_on(async {
+                let store = crate::store::Store::open(url.expose()).await?;
+                let limiter = crate::limits::Limiter::new(None, false);
+                limiter.load_spend(&store).await?;
+                Ok::<_, crate::store::StoreError>(limiter)
+            })
+            .map_err(|e| eprintln!("warning: spend unknown: {e}"))
+            .ok()
+    });
+    let opt = |v: Option<String>| v.unwrap_or_else(|| "-".to_string());
+    let mut table = vec![
+        ["key", "project", "models", "tools", "rpm", "tpm", "parallel", "today_usd", "month_usd", "expires"]
+            .map(str::to_string)
+            .to_vec(),
+    ];
+    for key in r.keys.by_name.values() {
+        let l = &key.limits;
+        let (day, month) = spend
+            .as_ref()
+            .map(|s| s.key_spend(&key.name))
+            .map_or((None, None), |(d, m)| (Some(d), Some(m)));
+        let against = |spent: Option<f64>, cap: Option<f64>| match (spent, cap) {
+            (Some(s), Some(c)) => format!("{s:.4}/{c:.2}"),
+            (Some(s), None) => format!("{s:.4}"),
+            (None, Some(c)) => format!("?/{c:.2}"),
+            (None, None) => "?".to_string(),
+        };
+        table.push(vec![
+            key.name.clone(),
+            key.project.clone(),
+            key.models.patterns().map_or("*".to_string(), |p| p.join(",")),
+            key.tools.patterns().map_or("*".to_string(), |p| p.join(",")),
+            opt(l.rpm.map(|v| v.to_string())),
+            opt(l.tpm.map(|v| v.to_string())),
+            opt(l.max_parallel.map(|v| v.to_string())),
+            against(day, l.budget.day),
+            against(month, l.budget.month),
+            opt(key.expires.as_ref().map(|(_, on)| on.clone())),
+        ]);
+    }
+    let out = if table.len() == 1 {
+        format!("no keys: {}/ holds none; `llmhub keys new NAME` makes one\n", crate::config::KEYS_DIR)
+    } else {
+        aligned(&table, 4)
+    };
+    let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), out.as_bytes());
+    ExitCode::SUCCESS
+}
+
 /// The usage report as an aligned text table, a total line last.
 fn usage_table(
     query: &crate::store::UsageQuery,
@@ -484,6 +634,11 @@ fn usage_table(
         *first = "total".to_string();
     }
     table.push(line(label, &total));
+    aligned(&table, query.group_by.len())
+}
+
+/// Rows as columns: the first `left` left-aligned (names), the rest right-aligned (numbers).
+fn aligned(table: &[Vec<String>], left: usize) -> String {
     let widths: Vec<usize> = (0..table[0].len())
         .map(|i| {
             table
@@ -494,13 +649,13 @@ fn usage_table(
         })
         .collect();
     let mut out = String::new();
-    for row in &table {
+    for row in table {
         let cells: Vec<String> = row
             .iter()
             .zip(&widths)
             .enumerate()
             .map(|(i, (c, w))| {
-                if i < query.group_by.len() {
+                if i < left {
                     format!("{c:<w$}")
                 } else {
                     format!("{c:>w$}")

@@ -12,7 +12,7 @@ use notify_debouncer_full::notify::{EventKind, RecommendedWatcher, RecursiveMode
 use notify_debouncer_full::{DebounceEventResult, Debouncer, RecommendedCache, new_debouncer};
 use tokio::sync::mpsc;
 
-use crate::config::{self, PROVIDERS_DIR, SERVERS_DIR, TOOLS_DIR};
+use crate::config::{self, KEYS_DIR, PROVIDERS_DIR, SERVERS_DIR, TOOLS_DIR};
 use crate::hub::{Hub, ReloadEvent};
 use crate::registry;
 
@@ -85,6 +85,17 @@ fn restart_settings(hub: &Hub, next: &registry::Registry) -> Vec<String> {
         was.retention_days.to_string(),
         now.retention_days.to_string(),
     );
+    let redis = |s: &registry::Settings| {
+        s.redis_url
+            .as_ref()
+            .map_or("off".to_string(), |u| crate::store::redact_url(u.expose()))
+    };
+    differs("storage.redis_url_env", redis(was), redis(now));
+    differs(
+        "storage.limits_when_store_down",
+        was.allow_when_store_down.to_string(),
+        now.allow_when_store_down.to_string(),
+    );
     differs(
         "mcp.allowed_origins",
         format!("{:?}", was.mcp_allowed_origins),
@@ -147,7 +158,7 @@ fn rewatch(
     dir: &Path,
     watched: &mut BTreeMap<PathBuf, PathBuf>,
 ) {
-    for name in [PROVIDERS_DIR, TOOLS_DIR, SERVERS_DIR] {
+    for name in [PROVIDERS_DIR, TOOLS_DIR, SERVERS_DIR, KEYS_DIR] {
         let path = dir.join(name);
         let target = std::fs::canonicalize(&path).ok();
         let before = watched.get(&path).cloned();
@@ -195,12 +206,12 @@ fn is_relevant(path: &Path, dir: &Path, hub_name: Option<&std::ffi::OsStr>) -> b
         .parent()
         .and_then(|p| p.file_name())
         .and_then(|n| n.to_str());
-    let in_d_folder = matches!(parent, Some(PROVIDERS_DIR | TOOLS_DIR | SERVERS_DIR));
+    let in_d_folder = matches!(parent, Some(PROVIDERS_DIR | TOOLS_DIR | SERVERS_DIR | KEYS_DIR));
     (in_d_folder && name.ends_with(".toml"))
         || Some(std::ffi::OsStr::new(name)) == hub_name
         || name == config::DOTENV
         || name.starts_with("..")
-        || (path.parent() == Some(dir) && matches!(name, PROVIDERS_DIR | TOOLS_DIR | SERVERS_DIR))
+        || (path.parent() == Some(dir) && matches!(name, PROVIDERS_DIR | TOOLS_DIR | SERVERS_DIR | KEYS_DIR))
 }
 
 #[cfg(test)]

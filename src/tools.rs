@@ -161,6 +161,36 @@ fn strip_fences(text: &str) -> &str {
         .map_or(t, str::trim)
 }
 
+/// What a tool call may cost at most, for a budget's reservation: a prompt tool's model
+/// and `max_tokens`, or `chat_completion`'s own arguments.
+pub fn estimate(registry: &Registry, tool: Option<&PromptTool>, args: &Value) -> f64 {
+    let (model, max_tokens, template) = match tool {
+        // A prompt's templates are rarely longer than this; the reservation only errs high.
+        Some(t) => (t.model.clone(), t.max_tokens, 4_096),
+        None => (
+            args.get("model").and_then(Value::as_str).map(str::to_string),
+            args.get("max_tokens").and_then(Value::as_u64),
+            0,
+        ),
+    };
+    let Some(model) = model.or_else(|| registry.settings.default_model.clone()) else {
+        return 0.0;
+    };
+    let mut extra = Map::new();
+    if let Some(m) = max_tokens {
+        extra.insert("max_tokens".into(), json!(m));
+    }
+    let request = ChatRequest {
+        model,
+        messages: Vec::new(),
+        stream: None,
+        stream_options: None,
+        extra,
+    };
+    let bytes = serde_json::to_vec(args).map_or(0, |v| v.len());
+    crate::limits::estimate(registry, &request, bytes + template)
+}
+
 /// Who called a tool and through which surface, for the ledger.
 #[derive(Debug, Clone)]
 pub struct Call {

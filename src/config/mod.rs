@@ -18,6 +18,7 @@ pub use error::{ConfigError, SourceFile, line_col};
 pub const PROVIDERS_DIR: &str = "providers.d";
 pub const TOOLS_DIR: &str = "tools.d";
 pub const SERVERS_DIR: &str = "servers.d";
+pub const KEYS_DIR: &str = "keys.d";
 pub const DOTENV: &str = ".env";
 
 /// `hub.toml`.
@@ -30,6 +31,39 @@ pub struct RawHub {
     pub mcp: RawMcp,
     pub profiles: BTreeMap<String, RawProfile>,
     pub storage: RawStorage,
+    pub projects: BTreeMap<String, RawProject>,
+}
+
+/// `[projects.NAME]`: limits summed over every key and agent of a project.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawProject {
+    pub budget_usd: Option<RawBudget>,
+}
+
+/// `budget_usd = { day = 5.0, month = 100.0 }`: spend caps per UTC day and month.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawBudget {
+    pub day: Option<f64>,
+    pub month: Option<f64>,
+}
+
+/// `keys.d/NAME.toml`: one client key, known only by its SHA-256.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawKey {
+    pub sha256: Option<String>,
+    pub project: Option<String>,
+    pub description: Option<String>,
+    pub models: Option<Vec<String>>,
+    pub tools: Option<Vec<String>>,
+    // Signed, so a negative value gets our message rather than serde's.
+    pub rpm: Option<i64>,
+    pub tpm: Option<i64>,
+    pub max_parallel: Option<i64>,
+    pub budget_usd: Option<RawBudget>,
+    pub expires: Option<toml_edit::Datetime>,
 }
 
 /// `[storage]`: where the usage ledger lives (restart-only).
@@ -41,6 +75,10 @@ pub struct RawStorage {
     pub retention_days: Option<u32>,
     /// `false` turns the usage ledger off (nothing is recorded or reported).
     pub ledger: Option<bool>,
+    /// The variable holding a `redis://` URL: rate and budget counters shared by instances.
+    pub redis_url_env: Option<String>,
+    /// `deny` (default) or `allow`: budgets while the counter store cannot be reached.
+    pub limits_when_store_down: Option<String>,
 }
 
 /// `[profiles.NAME]`: the subset of MCP tools one client is given.
@@ -248,6 +286,9 @@ pub struct ConfigTree {
     pub providers: Vec<Parsed<RawProvider>>,
     pub tools: Vec<Parsed<RawTool>>,
     pub backends: Vec<Parsed<RawBackend>>,
+    pub keys: Vec<Parsed<RawKey>>,
+    /// keys.d/ exists: the gateway needs keys even when the last file is deleted.
+    pub keys_dir: bool,
     /// Files that exist but could not be parsed; references to them are not reported again.
     pub broken: BTreeSet<String>,
     /// hub.toml itself could not be parsed: its groups are unknown, so names that may be
@@ -300,6 +341,13 @@ pub fn load(hub_path: &Path) -> Loaded {
         &mut broken,
         &mut hasher,
     );
+    // Keys are no model address: their broken files must not hide address errors.
+    let keys = parse_dir::<RawKey>(
+        &dir.join(KEYS_DIR),
+        &mut errors,
+        &mut BTreeSet::new(),
+        &mut hasher,
+    );
     let dotenv = read_dotenv(&dir.join(DOTENV), &mut errors, &mut hasher);
 
     Loaded {
@@ -310,6 +358,8 @@ pub fn load(hub_path: &Path) -> Loaded {
             providers,
             tools,
             backends,
+            keys,
+            keys_dir: dir.join(KEYS_DIR).is_dir(),
             broken,
             hub_broken,
             dotenv,

@@ -1,6 +1,7 @@
 //! The HTTP surface: OpenAI-compatible routes, `/health`, gateway-key auth and body limits.
 //! Only this module knows axum.
 
+mod access;
 mod error;
 mod mcp_http;
 mod tools;
@@ -14,21 +15,20 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::StreamExt;
 use serde_json::json;
-use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 
 pub use error::ApiError;
 
 use crate::chat::{ChatRequest, ChunkStream, ProviderError};
-use crate::hub::Hub;
+use crate::hub::{Caller, Hub};
 use crate::mcp::Mcp;
-use crate::registry::Registry;
+use crate::registry::{Principal, Registry};
 use crate::route::{self, Answer};
 use tokio_util::sync::CancellationToken;
 
@@ -38,7 +38,7 @@ pub const MODEL_HEADER: &str = "x-llmhub-model";
 /// The gateway's routes over a shared hub, with MCP's streamable HTTP at `[mcp] http_path`.
 pub fn router(hub: Arc<Hub>, mcp: Arc<Mcp>, mcp_cancel: CancellationToken) -> Router {
     let mcp_path = hub.snapshot().settings.mcp_http_path.clone();
-    let keyed = middleware::from_fn_with_state(hub.clone(), require_key);
+    let keyed = middleware::from_fn_with_state(hub.clone(), access::require_key);
     let api = Router::new()
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/models", get(list_models))
@@ -85,7 +85,7 @@ pub async fn serve(
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    hub.start_ledger();
+    hub.start_ledger(std::time::Duration::from_secs(5)).await;
     let mcp = Mcp::start(hub.clone());
     let cancel = CancellationToken::new();
     let on_shutdown = {
@@ -103,61 +103,6 @@ pub async fn serve(
     // Every answered request has queued its row by now: write them all before exiting.
     hub.flush_ledger().await;
     served
-}
-
-async fn require_key(State(hub): State<Arc<Hub>>, request: Request, next: Next) -> Response {
-    match check_key(&hub.snapshot(), request.headers()) {
-        Ok(()) => next.run(request).await,
-        Err(e) => e.into_response(),
-    }
-}
-
-/// Whether the request may pass: the gateway has no keys, or it presents one of them.
-fn check_key(registry: &Registry, headers: &HeaderMap) -> Result<(), ApiError> {
-    let keys = &registry.settings.api_keys;
-    if keys.is_empty() {
-        return Ok(());
-    }
-    let Some(presented) = presented_key(headers) else {
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "invalid_request_error",
-            "missing_api_key",
-            "this gateway needs a key: send `Authorization: Bearer <key>`",
-        ));
-    };
-    // Compare against every key without stopping early, so timing says nothing about which matched.
-    let matched = keys.iter().fold(subtle::Choice::from(0), |acc, k| {
-        acc | k.expose().as_bytes().ct_eq(presented.as_bytes())
-    });
-    if bool::from(matched) {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "invalid_request_error",
-            "invalid_api_key",
-            "the gateway key sent in `Authorization` is not valid",
-        ))
-    }
-}
-
-fn presented_key(headers: &HeaderMap) -> Option<&str> {
-    if let Some(v) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    {
-        let v = v.trim();
-        let token = v
-            .strip_prefix("Bearer ")
-            .or_else(|| v.strip_prefix("bearer "))
-            .unwrap_or(v);
-        return Some(token.trim());
-    }
-    headers
-        .get("x-api-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
 }
 
 /// Reads the body within the snapshot's size limit.
@@ -260,11 +205,34 @@ async fn chat_completions(State(hub): State<Arc<Hub>>, request: Request) -> Resp
         Ok(bytes) => bytes,
         Err(e) => return e.into_response(),
     };
-    let mut request = match parse_request(&bytes) {
+    let request = match parse_request(&bytes) {
         Ok(request) => request,
         Err(e) => return e.into_response(),
     };
-    let caller = usage::caller(&parts.headers, request.extra.get("user"));
+    let principal = access::principal(&parts.extensions);
+    if !principal.allows_model(&registry, &request.model) {
+        return access::model_not_allowed(&principal, &request.model).into_response();
+    }
+    let mut caller = Caller::of(
+        &principal,
+        usage::caller(&parts.headers, request.extra.get("user")),
+    );
+    let estimate = crate::limits::estimate(&registry, &request, bytes.len());
+    if let Err(refusal) = hub.admit(&registry, &principal, &mut caller, estimate).await {
+        return access::refusal_response(&refusal);
+    }
+    let mut response = answer_chat(&hub, &registry, request, caller.clone(), started).await;
+    access::add_rate_headers(&mut response, &caller);
+    response
+}
+
+async fn answer_chat(
+    hub: &Arc<Hub>,
+    registry: &Arc<Registry>,
+    mut request: ChatRequest,
+    caller: Caller,
+    started: Instant,
+) -> Response {
     let requested = request.model.clone();
     if request.is_stream() {
         // Usage is counted for every stream; clients that did not ask never see it.
@@ -273,7 +241,7 @@ async fn chat_completions(State(hub): State<Arc<Hub>>, request: Request) -> Resp
             .stream_options
             .get_or_insert_with(Default::default)
             .include_usage = Some(true);
-        match route::chat_stream(&hub, &registry, &request).await {
+        match route::chat_stream(hub, registry, &request).await {
             Ok(answer) => {
                 let meter = usage::Meter::new(
                     hub.clone(),
@@ -288,14 +256,14 @@ async fn chat_completions(State(hub): State<Arc<Hub>>, request: Request) -> Resp
             }
             Err(e) => {
                 tracing::info!(model = %request.model, error = %e, "request failed");
-                usage::record_failure(&hub, &registry, caller, requested, true, e, started)
+                usage::record_failure(hub, registry, caller, requested, true, e, started)
             }
         }
     } else {
-        match route::chat(&hub, &registry, &request).await {
+        match route::chat(hub, registry, &request).await {
             Ok(answer) => {
                 tracing::debug!(provider = %answer.target.provider, model = %answer.target.model, elapsed_us = started.elapsed().as_micros() as u64, "answered");
-                usage::record_answer(&hub, &registry, caller, requested, &answer, started);
+                usage::record_answer(hub, registry, caller, requested, &answer, started);
                 let mut response = Response::new(Body::from(answer.value.body));
                 response.headers_mut().insert(
                     header::CONTENT_TYPE,
@@ -310,7 +278,7 @@ async fn chat_completions(State(hub): State<Arc<Hub>>, request: Request) -> Resp
             }
             Err(e) => {
                 tracing::info!(model = %request.model, error = %e, "request failed");
-                usage::record_failure(&hub, &registry, caller, requested, false, e, started)
+                usage::record_failure(hub, registry, caller, requested, false, e, started)
             }
         }
     }
@@ -423,8 +391,20 @@ fn model_objects(registry: &Registry) -> Vec<serde_json::Value> {
     data
 }
 
-async fn list_models(State(hub): State<Arc<Hub>>) -> Response {
-    let data = model_objects(&hub.snapshot());
+/// Only what the caller's key may use.
+fn allowed_models(registry: &Registry, principal: &Principal) -> Vec<serde_json::Value> {
+    let mut data = model_objects(registry);
+    data.retain(|m| {
+        m["id"]
+            .as_str()
+            .is_some_and(|id| principal.allows_model(registry, id))
+    });
+    data
+}
+
+async fn list_models(State(hub): State<Arc<Hub>>, request: Request) -> Response {
+    let principal = access::principal(request.extensions());
+    let data = allowed_models(&hub.snapshot(), &principal);
     axum::Json(json!({"object": "list", "data": data})).into_response()
 }
 
@@ -433,8 +413,12 @@ async fn list_models(State(hub): State<Arc<Hub>>) -> Response {
 async fn retrieve_model(
     State(hub): State<Arc<Hub>>,
     axum::extract::Path(id): axum::extract::Path<String>,
+    axum::Extension(principal): axum::Extension<Principal>,
 ) -> Response {
     let registry = hub.snapshot();
+    if !principal.allows_model(&registry, &id) {
+        return access::model_not_allowed(&principal, &id).into_response();
+    }
     if let Some(found) = model_objects(&registry)
         .into_iter()
         .find(|m| m["id"] == id.as_str())
@@ -477,19 +461,19 @@ async fn retrieve_model(
 }
 
 /// Load balancers probe without a key: they get the status; the details (paths, env
-/// key names, reload errors) need a gateway key when keys are configured.
+/// key names, reload errors) need an admin key when keys are configured.
 async fn health(State(hub): State<Arc<Hub>>, headers: HeaderMap) -> Response {
     let health = hub.health();
-    let health = match check_key(&hub.snapshot(), &headers) {
-        Ok(()) => health,
-        Err(_) => health.public(),
+    let health = match access::authenticate(&hub.snapshot(), &headers) {
+        Ok(Principal::Open | Principal::Admin) => health,
+        Ok(Principal::Key(_)) | Err(_) => health.public(),
     };
     axum::Json(health).into_response()
 }
 
-/// Prometheus text exposition; behind the gateway key like `/health`'s details.
+/// Prometheus text exposition: every project's traffic, so an admin key's alone.
 async fn metrics(State(hub): State<Arc<Hub>>, headers: HeaderMap) -> Response {
-    if let Err(e) = check_key(&hub.snapshot(), &headers) {
+    if let Err(e) = access::require_admin(&hub.snapshot(), &headers) {
         return e.into_response();
     }
     (

@@ -9,15 +9,19 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::error::{ApiError, route_error_response};
-use crate::hub::Hub;
+use crate::hub::{Caller, Hub};
+use crate::registry::Principal;
 use crate::tools::{self, ToolError};
 
-pub async fn list(State(hub): State<Arc<Hub>>) -> Response {
+pub async fn list(
+    State(hub): State<Arc<Hub>>,
+    axum::Extension(principal): axum::Extension<Principal>,
+) -> Response {
     let registry = hub.snapshot();
     let data: Vec<Value> = registry
         .tools
         .values()
-        .filter(|t| t.availability(&registry).is_ok())
+        .filter(|t| t.availability(&registry).is_ok() && principal.allows_tool(&t.name))
         .map(|t| {
             json!({
                 "name": t.name,
@@ -48,6 +52,10 @@ pub async fn call(
     };
     let registry = hub.snapshot();
     let (parts, body) = request.into_parts();
+    let principal = super::access::principal(&parts.extensions);
+    if !principal.allows_tool(&name) {
+        return super::access::tool_not_allowed(&principal, &name).into_response();
+    }
     let args = match super::read_json(&registry, &parts.headers, body).await {
         Ok(v) => v,
         Err(e) => return e.into_response(),
@@ -76,11 +84,34 @@ pub async fn call(
         .into_response();
     }
     let mut args = args;
-    let call = tools::Call {
-        caller: tools::caller_from_args(&mut args, super::usage::caller(&parts.headers, None)),
+    let mut call = tools::Call {
+        caller: Caller::of(
+            &principal,
+            tools::caller_from_args(&mut args, super::usage::caller(&parts.headers, None)),
+        ),
         surface: "http_tool",
     };
-    match tools::run(&hub, &registry, &tool, &args, &call).await {
+    let estimate = tools::estimate(&registry, Some(&tool), &args);
+    if let Err(refusal) = hub
+        .admit(&registry, &principal, &mut call.caller, estimate)
+        .await
+    {
+        return super::access::refusal_response(&refusal);
+    }
+    let mut response = run(&hub, &registry, &tool, &name, &args, &call).await;
+    super::access::add_rate_headers(&mut response, &call.caller);
+    response
+}
+
+async fn run(
+    hub: &Hub,
+    registry: &crate::registry::Registry,
+    tool: &crate::registry::PromptTool,
+    name: &str,
+    args: &Value,
+    call: &tools::Call,
+) -> Response {
+    match tools::run(hub, registry, tool, args, call).await {
         Ok(out) => axum::Json(json!({
             "tool": name,
             "content": out.text,

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use super::error::{ApiError, route_error_response};
 use crate::chat::{ChunkStream, Completion, ProviderError, Usage};
 use crate::hub::{Caller, Hub, Record};
-use crate::registry::Registry;
+use crate::registry::{Principal, Registry};
 use crate::route::{Answer, RouteError};
 use crate::store::{report_json, report_query};
 
@@ -218,19 +218,35 @@ fn usage_unavailable(why: String) -> Response {
     .into_response()
 }
 
+fn project_forbidden(message: String) -> Response {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "invalid_request_error",
+        "project_not_allowed",
+        message,
+    )
+    .with_param("project")
+    .into_response()
+}
+
 /// `GET /v1/usage?period=&project=&agent=&key=&group_by=`.
 pub async fn report(
     State(hub): State<Arc<Hub>>,
+    axum::Extension(principal): axum::Extension<Principal>,
     params: Result<Query<UsageParams>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let p = match query_params(params) {
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };
+    let project = match principal.usage_project(p.project) {
+        Ok(project) => project,
+        Err(message) => return project_forbidden(message),
+    };
     let (period, query) = match report_query(
         p.period.as_deref(),
         p.group_by.as_deref(),
-        p.project,
+        project,
         p.agent,
         p.key,
     ) {
@@ -307,11 +323,16 @@ const MAX_LIMIT: u32 = 1000;
 /// `GET /v1/usage/requests?limit=&project=`: the newest rows first.
 pub async fn requests(
     State(hub): State<Arc<Hub>>,
+    axum::Extension(principal): axum::Extension<Principal>,
     params: Result<Query<RequestsParams>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let p = match query_params(params) {
+    let mut p = match query_params(params) {
         Ok(p) => p,
         Err(e) => return e.into_response(),
+    };
+    p.project = match principal.usage_project(p.project) {
+        Ok(project) => project,
+        Err(message) => return project_forbidden(message),
     };
     let limit = p.limit.unwrap_or(50);
     if limit == 0 || limit > MAX_LIMIT {

@@ -14,7 +14,9 @@ use tokio::sync::watch;
 use crate::chat::Usage;
 use crate::config::{self, ConfigError};
 use crate::metrics::{Metrics, Observation, Scrape};
-use crate::registry::{self, Registry, Settings, Status};
+use crate::limits::{Ask, Limiter, LimitsHealth, Permit, Refusal};
+use crate::registry::keys::DEFAULT_PROJECT;
+use crate::registry::{self, Principal, Registry, Settings, Status};
 use crate::store::{Ledger, LedgerHealth, Row};
 use breaker::{BreakerView, Breakers};
 use serde::{Deserialize, Serialize};
@@ -61,15 +63,19 @@ pub struct Hub {
     /// The usage ledger, once a server has started it (`check` and `models` never do).
     ledger: OnceLock<Arc<Ledger>>,
     pub metrics: Metrics,
+    /// Rate and budget counters, which outlive reloads.
+    pub limiter: Limiter,
 }
 
 /// Who is calling, for the ledger: the key's name (empty without keys), the project
 /// (`default` unless said) and the agent (empty unless said).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Caller {
     pub key: String,
     pub project: String,
     pub agent: String,
+    /// What the limits granted this request, settled when its record is made.
+    pub permit: Option<Arc<Permit>>,
 }
 
 /// Headers that attribute a request on HTTP and on MCP over HTTP.
@@ -98,9 +104,19 @@ impl Caller {
         let project = project.map(clean).filter(|p| !p.is_empty());
         Caller {
             key: String::new(),
-            project: project.unwrap_or_else(|| "default".to_string()),
+            project: project.unwrap_or_else(|| DEFAULT_PROJECT.to_string()),
             agent: agent.map(clean).unwrap_or_default(),
+            permit: None,
         }
+    }
+
+    /// A key's caller belongs to the key's project, whatever headers say.
+    pub fn of(principal: &Principal, mut caller: Caller) -> Caller {
+        if let Some(key) = principal.key() {
+            caller.key = key.name.clone();
+            caller.project = key.project.clone();
+        }
+        caller
     }
 }
 
@@ -128,6 +144,8 @@ impl Hub {
     /// Loads and validates the configuration at `config_path`, or returns every error.
     pub fn load(config_path: &Path) -> Result<Arc<Hub>, Vec<ConfigError>> {
         let registry = load_registry(config_path, 1)?;
+        let registry_redis = registry.settings.redis_url.clone();
+        let registry_allow = registry.settings.allow_when_store_down;
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .pool_idle_timeout(Duration::from_secs(90))
@@ -156,6 +174,10 @@ impl Hub {
             backends_report: Mutex::new(BTreeMap::new()),
             ledger: OnceLock::new(),
             metrics: Metrics::new(),
+            limiter: Limiter::new(
+                registry_redis.as_ref().map(|u| u.expose()),
+                registry_allow,
+            ),
         }))
     }
 
@@ -284,8 +306,9 @@ impl Hub {
             errors: e.errors,
         });
         let ledger_down = self.ledger.get().is_some_and(|l| l.health().state != "ok");
+        let limits = self.limiter.health();
         Health {
-            status: if last_reload_error.is_some() || ledger_down {
+            status: if last_reload_error.is_some() || ledger_down || limits.state != "ok" {
                 "degraded"
             } else {
                 "ok"
@@ -310,6 +333,7 @@ impl Hub {
                     .clone(),
             ),
             ledger: self.ledger.get().map(|l| l.health()),
+            limits: Some(limits),
         }
     }
 
@@ -320,16 +344,69 @@ impl Hub {
             .unwrap_or_else(|e| e.into_inner()) = report;
     }
 
-    /// Starts the usage ledger as `[storage]` said at start (once; later calls are no-ops).
-    pub fn start_ledger(&self) {
-        if let Some(url) = &self.started.storage_url {
-            self.ledger.get_or_init(|| {
-                Arc::new(Ledger::start(
-                    url.expose().to_string(),
-                    self.started.retention_days,
-                ))
-            });
+    /// Starts the usage ledger as `[storage]` said at start (once; later calls are
+    /// no-ops), and reads budgets' spend so far from it. Returns once spend is read, or
+    /// after `wait` (it goes on being tried; budgets follow their store-down policy).
+    pub async fn start_ledger(self: &Arc<Self>, wait: Duration) {
+        let Some(url) = &self.started.storage_url else {
+            self.limiter.spend_unrecorded();
+            return;
+        };
+        let mut first = false;
+        let ledger = self.ledger.get_or_init(|| {
+            first = true;
+            Arc::new(Ledger::start(
+                url.expose().to_string(),
+                self.started.retention_days,
+            ))
+        });
+        if !first {
+            return;
         }
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        let hub = self.clone();
+        let ledger = ledger.clone();
+        tokio::spawn(async move {
+            let mut done = Some(done_tx);
+            let mut delay = Duration::from_millis(200);
+            loop {
+                ledger.first_attempt().await;
+                if let Some(store) = ledger.store() {
+                    match hub.limiter.load_spend(&store).await {
+                        Ok(()) => break,
+                        Err(e) => tracing::warn!(error = %e, "cannot read spend so far from the usage ledger; retrying"),
+                    }
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+            if let Some(tx) = done.take() {
+                let _ = tx.send(());
+            }
+        });
+        let _ = tokio::time::timeout(wait, done_rx).await;
+    }
+
+    /// Admits a request under the caller's key limits and project budget. Admin keys are
+    /// held to nothing.
+    pub async fn admit(
+        &self,
+        registry: &Registry,
+        principal: &Principal,
+        caller: &mut Caller,
+        estimate_usd: f64,
+    ) -> Result<(), Refusal> {
+        if matches!(principal, Principal::Admin) {
+            return Ok(());
+        }
+        let ask = Ask {
+            key: principal.key().map(|k| k.as_ref()),
+            project: &caller.project,
+            project_budget: registry.projects.get(&caller.project).copied(),
+            estimate_usd,
+        };
+        caller.permit = self.limiter.admit(&ask).await?;
+        Ok(())
     }
 
     pub fn ledger(&self) -> Option<&Arc<Ledger>> {
@@ -366,6 +443,13 @@ impl Hub {
             .and_then(|p| p.model(p.canonical_model(&record.model)));
         let priced = listed.and_then(|m| m.cost(&record.usage));
         let cost = if ok { priced } else { Some(0.0) };
+        let spent = cost.unwrap_or(0.0);
+        match &record.caller.permit {
+            Some(permit) => permit.settle(record.usage.input + record.usage.output, spent),
+            None => self
+                .limiter
+                .spent(&record.caller.key, &record.caller.project, spent),
+        }
         let provider_label = if registry.providers.contains_key(&record.provider) {
             record.provider.as_str()
         } else {
@@ -399,7 +483,7 @@ impl Hub {
         let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
         let tokens = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
         ledger.record(Row {
-            id: row_id(),
+            id: crate::store::unique_id(),
             at_ms,
             day: crate::store::civil_date(crate::store::days(at_ms)),
             key: record.caller.key,
@@ -482,6 +566,8 @@ pub struct Health {
     pub backends: Option<BTreeMap<String, BackendHealth>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ledger: Option<LedgerHealth>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<LimitsHealth>,
 }
 
 impl Health {
@@ -493,6 +579,7 @@ impl Health {
             groups: None,
             backends: None,
             ledger: None,
+            limits: None,
             ..self
         }
     }
@@ -544,29 +631,6 @@ pub struct BackendHealth {
     pub connects: u64,
     /// Tools left out by the name rule or a collision, with why.
     pub left_out: Vec<String>,
-}
-
-/// A row id unique across instances sharing one database: a random per-process part
-/// (std's hasher keys are seeded from the OS) and a counter.
-fn row_id() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static PROCESS: OnceLock<u64> = OnceLock::new();
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let process = PROCESS.get_or_init(|| {
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u128(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos()),
-        );
-        h.write_u32(std::process::id());
-        h.finish()
-    });
-    format!(
-        "{process:016x}{:012x}",
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
 }
 
 /// Seconds since the epoch.

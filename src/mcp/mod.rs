@@ -26,6 +26,7 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::hub::{Caller, Hub};
+use crate::registry::Principal;
 use crate::registry::{Profile, Registry};
 use crate::tools::{self, ToolError, ToolOutput};
 use backends::Backends;
@@ -84,7 +85,12 @@ impl Mcp {
 
     /// The tools a client sees: built-ins, offered prompt tools, then backend tools;
     /// with a profile, only what it allows.
-    pub fn tools(&self, registry: &Registry, profile: Option<&Profile>) -> Vec<Tool> {
+    pub fn tools(
+        &self,
+        registry: &Registry,
+        profile: Option<&Profile>,
+        principal: &Principal,
+    ) -> Vec<Tool> {
         let own = list_tools(registry).into_iter().map(|t| (t, None));
         let (backend, _) = self.backends.tools(
             &registry.settings.mcp_tool_separator,
@@ -96,7 +102,10 @@ impl Mcp {
             (tool, Some(e.backend))
         });
         own.chain(backend)
-            .filter(|(t, server)| profile.is_none_or(|p| p.allows(server.as_deref(), &t.name)))
+            .filter(|(t, server)| {
+                profile.is_none_or(|p| p.allows(server.as_deref(), &t.name))
+                    && principal.allows_tool(&t.name)
+            })
             .map(|(t, _)| t)
             .collect()
     }
@@ -139,7 +148,7 @@ impl Mcp {
     /// A fingerprint of what `tools/list` and `prompts/list` would answer.
     fn signatures(&self, registry: &Registry) -> (u64, u64) {
         let mut t = DefaultHasher::new();
-        serde_json::to_string(&self.tools(registry, None))
+        serde_json::to_string(&self.tools(registry, None, &Principal::Admin))
             .unwrap_or_default()
             .hash(&mut t);
         let mut p = DefaultHasher::new();
@@ -441,14 +450,16 @@ impl ServerHandler for Handler {
     async fn list_tools(
         &self,
         _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
         self.mcp.backends.first_connects().await;
         let registry = self.mcp.hub.snapshot();
         let profile = self.profile(&registry)?;
-        Ok(ListToolsResult::with_all_items(
-            self.mcp.tools(&registry, profile),
-        ))
+        Ok(ListToolsResult::with_all_items(self.mcp.tools(
+            &registry,
+            profile,
+            &principal(&context),
+        )))
     }
 
     async fn call_tool(
@@ -468,22 +479,37 @@ impl ServerHandler for Handler {
         if !self.in_profile(&registry, name)? {
             return Err(unknown());
         }
+        let principal = principal(&context);
+        if !principal.allows_tool(name) {
+            return Ok(tool_error(format!(
+                "key `{}` may not call tool `{name}`",
+                principal.key_name()
+            )));
+        }
+        let hub = &self.mcp.hub;
+        // The key's own limits hold every call that does work (not the cheap built-ins).
+        let mut caller = Caller::of(&principal, http_caller(&context));
         let (backend_tools, _) = self.mcp.backends.tools(
             &registry.settings.mcp_tool_separator,
             &Mcp::own_names(&registry),
         );
         if let Some(exposed) = backend_tools.iter().find(|e| e.name == name) {
+            if let Err(refusal) = hub.admit(&registry, &principal, &mut caller, 0.0).await {
+                return Ok(refused(&refusal));
+            }
             let call = self
                 .mcp
                 .backends
                 .call_tool(exposed, request.arguments.clone());
-            return Ok(self.with_progress(&context, call).await?.into());
+            let out = self.with_progress(&context, call).await?;
+            drop(caller);
+            return Ok(out.into());
         }
-        if let Some(response) = builtin::call(&self.mcp.hub, &registry, name, &args) {
+        if let Some(response) = builtin::call(hub, &registry, name, &args) {
             return Ok(response);
         }
         if name == "get_usage" {
-            return Ok(get_usage(&self.mcp.hub, &args).await);
+            return Ok(get_usage(hub, &principal, &args).await);
         }
         if name == "count_tokens" {
             return Ok(match tools::count_request(&args) {
@@ -511,24 +537,40 @@ impl ServerHandler for Handler {
             });
         }
         let mut args = args;
-        let call = tools::Call {
-            // Over streamable HTTP the session's headers attribute too; arguments win.
-            caller: tools::caller_from_args(
-                &mut args,
-                context
-                    .extensions
-                    .get::<http::request::Parts>()
-                    .map_or_else(
-                        || Caller::new(None, None),
-                        |p| Caller::from_headers(&p.headers, None),
-                    ),
-            ),
+        // Over streamable HTTP the session's headers attribute too; arguments win, but a
+        // key's project is the key's.
+        let mut call = tools::Call {
+            caller: Caller::of(&principal, tools::caller_from_args(&mut args, caller)),
             surface: if name == "chat_completion" {
                 "mcp_chat"
             } else {
                 "mcp_tool"
             },
         };
+        let tool = registry.tools.get(name).cloned();
+        if name == "chat_completion" {
+            let model = args
+                .get("model")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .or_else(|| registry.settings.default_model.clone())
+                .unwrap_or_default();
+            if !principal.allows_model(&registry, &model) {
+                return Ok(tool_error(format!(
+                    "key `{}` may not use model `{model}`",
+                    principal.key_name()
+                )));
+            }
+        }
+        if name == "chat_completion" || tool.is_some() {
+            let estimate = tools::estimate(&registry, tool.as_deref(), &args);
+            if let Err(refusal) = hub
+                .admit(&registry, &principal, &mut call.caller, estimate)
+                .await
+            {
+                return Ok(refused(&refusal));
+            }
+        }
         if name == "chat_completion" {
             let run = tools::chat_completion(&self.mcp.hub, &registry, &args, &call);
             return Ok(match self.with_progress(&context, run).await? {
@@ -536,7 +578,7 @@ impl ServerHandler for Handler {
                 Err(e) => tool_failure(e),
             });
         }
-        let Some(tool) = registry.tools.get(name).cloned() else {
+        let Some(tool) = tool else {
             return Err(unknown());
         };
         if let Err(why) = tool.availability(&registry) {
@@ -660,9 +702,42 @@ fn coerce_prompt_arguments(schema: &Map<String, Value>, args: Map<String, Value>
     Value::Object(coerced)
 }
 
+/// Who the HTTP request carrying this MCP message comes from; a stdio client is local,
+/// so it is an admin.
+fn principal(context: &RequestContext<RoleServer>) -> Principal {
+    context
+        .extensions
+        .get::<http::request::Parts>()
+        .map_or(Principal::Admin, |p| {
+            p.extensions
+                .get::<Principal>()
+                .cloned()
+                .unwrap_or(Principal::Open)
+        })
+}
+
+fn http_caller(context: &RequestContext<RoleServer>) -> Caller {
+    context
+        .extensions
+        .get::<http::request::Parts>()
+        .map_or_else(
+            || Caller::new(None, None),
+            |p| Caller::from_headers(&p.headers, None),
+        )
+}
+
+/// A limit's refusal as a tool result: which limit, and when to retry.
+fn refused(refusal: &crate::limits::Refusal) -> CallToolResponse {
+    CallToolResult::error(vec![ContentBlock::text(refusal.message.clone())]).into()
+}
+
 /// `get_usage`: the same report as `GET /v1/usage`, as a tool result.
-async fn get_usage(hub: &Hub, args: &Value) -> CallToolResponse {
+async fn get_usage(hub: &Hub, principal: &Principal, args: &Value) -> CallToolResponse {
     let text = |k: &str| args.get(k).and_then(Value::as_str).map(str::to_string);
+    let project = match principal.usage_project(text("project_id")) {
+        Ok(p) => p,
+        Err(message) => return tool_error(message),
+    };
     let group_by: Vec<&str> = args
         .get("group_by")
         .and_then(Value::as_array)
@@ -673,7 +748,7 @@ async fn get_usage(hub: &Hub, args: &Value) -> CallToolResponse {
     let parsed = crate::store::report_query(
         args.get("period").and_then(Value::as_str),
         Some(&group_by.join(",")),
-        text("project_id"),
+        project,
         text("agent_id"),
         None,
     );
@@ -734,7 +809,7 @@ pub async fn serve_stdio(hub: Arc<Hub>, profile: Option<String>) -> anyhow::Resu
             known.join(", ")
         );
     }
-    hub.start_ledger();
+    hub.start_ledger(std::time::Duration::from_secs(5)).await;
     let mcp = Mcp::start(hub.clone());
     let (stdio, transport) = stdio::Stdio::start(tokio::io::stdin(), tokio::io::stdout());
     let served = match mcp.handler(profile).serve(transport).await {

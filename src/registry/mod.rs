@@ -18,8 +18,10 @@ use crate::config::{
 use crate::template::Template;
 
 pub mod backends;
+pub mod keys;
 pub mod tools;
 pub use backends::{Backend, Profile};
+pub use keys::{AuthError, Budget, Key, Limits, Principal};
 pub use tools::PromptTool;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -74,6 +76,10 @@ pub struct Settings {
     /// The ledger's database URL (may hold a password), `None` when the ledger is off.
     pub storage_url: Option<Secret>,
     pub retention_days: u32,
+    /// `[storage] redis_url_env`: where limit counters are shared by instances.
+    pub redis_url: Option<Secret>,
+    /// Whether budgets are enforced (`false`) or waived while Redis is unreachable.
+    pub allow_when_store_down: bool,
 }
 
 /// Whether a provider takes requests, and if not, why.
@@ -233,6 +239,9 @@ pub struct Registry {
     pub tools: BTreeMap<String, Arc<PromptTool>>,
     pub backends: BTreeMap<String, Backend>,
     pub profiles: BTreeMap<String, Profile>,
+    pub keys: keys::Keys,
+    /// `[projects.NAME] budget_usd`.
+    pub projects: BTreeMap<String, Budget>,
 }
 
 impl Registry {
@@ -434,6 +443,8 @@ pub fn build(
         tools: BTreeMap::new(),
         backends: BTreeMap::new(),
         profiles: backends::build_profiles(&hub.raw.profiles, &hub.source, &mut errors),
+        keys: keys::Keys::default(),
+        projects: keys::build_projects(hub, &mut errors),
     };
     for parsed in &tree.backends {
         if let Some(b) = backends::build_backend(parsed, &lookup, &mut errors) {
@@ -542,6 +553,7 @@ pub fn build(
         }
     }
     registry.tools = tools;
+    registry.keys = keys::build_keys(tree, &registry, &mut errors);
 
     if errors.is_empty() {
         Ok(registry)
@@ -680,9 +692,12 @@ fn build_settings(
         ));
     }
     let (storage_url, retention_days) = build_storage(hub, lookup, errors);
+    let (redis_url, allow_when_store_down) = build_redis(hub, lookup, errors);
     Settings {
         storage_url,
         retention_days,
+        redis_url,
+        allow_when_store_down,
         listen,
         api_keys,
         max_body_bytes,
@@ -701,6 +716,58 @@ fn build_settings(
             Some(s) => positive_duration(src, &["mcp", "progress_interval_s"], s, errors),
             None => Duration::from_secs(5),
         },
+    }
+}
+
+/// `[storage] redis_url_env` and `limits_when_store_down`.
+fn build_redis(
+    hub: &Parsed<crate::config::RawHub>,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    errors: &mut Vec<ConfigError>,
+) -> (Option<Secret>, bool) {
+    let raw = &hub.raw.storage;
+    let src = &hub.source;
+    let allow = match raw.limits_when_store_down.as_deref() {
+        None | Some("deny") => false,
+        Some("allow") => true,
+        Some(other) => {
+            errors.push(src.error_at(
+                &["storage", "limits_when_store_down"],
+                format!("expected \"deny\" or \"allow\", found \"{other}\""),
+            ));
+            false
+        }
+    };
+    let Some(name) = &raw.redis_url_env else {
+        return (None, allow);
+    };
+    let key = ["storage", "redis_url_env"];
+    if !valid_env_name(name) {
+        errors.push(src.error_at(
+            &key,
+            format!("expected an environment variable name, found \"{name}\""),
+        ));
+        return (None, allow);
+    }
+    match lookup(name) {
+        Some(url) if url.starts_with("redis://") || url.starts_with("rediss://") => {
+            (Some(Secret::new(url)), allow)
+        }
+        Some(url) => {
+            let scheme = url.split("://").next().unwrap_or("");
+            errors.push(src.error_at(
+                &key,
+                format!("{name} must hold a redis:// or rediss:// URL, found scheme `{scheme}`"),
+            ));
+            (None, allow)
+        }
+        None => {
+            errors.push(src.error_at(
+                &key,
+                format!("environment variable {name} is not set; it must hold the Redis URL"),
+            ));
+            (None, allow)
+        }
     }
 }
 

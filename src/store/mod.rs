@@ -751,6 +751,29 @@ pub fn report_json(period: Period, query: &UsageQuery, rows: &[UsageRow]) -> Val
     })
 }
 
+/// An id unique across instances sharing one database (ledger rows, Redis members): a random per-process part
+/// (std's hasher keys are seeded from the OS) and a counter.
+pub fn unique_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static PROCESS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let process = PROCESS.get_or_init(|| {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+        );
+        h.write_u32(std::process::id());
+        h.finish()
+    });
+    format!(
+        "{process:016x}{:012x}",
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -777,9 +800,48 @@ pub fn civil_date(days: i64) -> String {
     format!("{year:04}-{month:02}-{day:02}")
 }
 
+/// Day number of a civil date (the inverse of [`civil_date`]).
+pub fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let (m, d) = (i64::from(month), i64::from(day));
+    let y = if m <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = if m > 2 { m - 3 } else { m + 9 };
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The first day of the month after the one holding `days`.
+pub fn next_month(days: i64) -> i64 {
+    let date = civil_date(days);
+    let year: i64 = date[..4].parse().unwrap_or(1970);
+    let month: u32 = date[5..7].parse().unwrap_or(1);
+    if month == 12 {
+        days_from_civil(year + 1, 1, 1)
+    } else {
+        days_from_civil(year, month + 1, 1)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn civil_days_round_trip() {
+        for d in [0, 11_016, 20_454, 20_513, -1, 60_000] {
+            let date = civil_date(d);
+            let (y, m, dd) = (
+                date[..4].parse().unwrap_or(0),
+                date[5..7].parse().unwrap_or(0),
+                date[8..].parse().unwrap_or(0),
+            );
+            assert_eq!(days_from_civil(y, m, dd), d, "{date}");
+        }
+        assert_eq!(civil_date(next_month(20_454 + 45)), "2026-03-01");
+        assert_eq!(civil_date(next_month(days_from_civil(2026, 12, 31))), "2027-01-01");
+    }
 
     #[test]
     fn civil_dates_and_periods() {

@@ -365,3 +365,118 @@ pub async fn run_stdio(hub: &Path, input: &str) -> Vec<Value> {
         .collect()
 }
 pub mod pg;
+
+/// One MCP session over streamable HTTP, with a gateway key, spoken as raw JSON-RPC.
+pub struct McpHttp {
+    url: String,
+    client: reqwest::Client,
+    key: String,
+    session: Option<String>,
+    next_id: u64,
+}
+
+impl McpHttp {
+    /// Initializes a session at `{server}/mcp` with `key` (empty: none).
+    pub async fn connect(server: &Server, key: &str) -> McpHttp {
+        let mut mcp = McpHttp {
+            url: format!("{}/mcp", server.url),
+            client: server.client.clone(),
+            key: key.to_string(),
+            session: None,
+            next_id: 1,
+        };
+        let (status, init) = mcp
+            .post(serde_json::json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+                "protocolVersion": "2025-11-25", "capabilities": {},
+                "clientInfo": {"name": "t", "version": "1"}}}))
+            .await;
+        assert_eq!(status, 200, "initialize: {init}");
+        mcp.post(serde_json::json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+            .await;
+        mcp
+    }
+
+    async fn post(&mut self, body: Value) -> (u16, Value) {
+        let mut req = self
+            .client
+            .post(&self.url)
+            .header("accept", "application/json, text/event-stream")
+            .json(&body);
+        if !self.key.is_empty() {
+            req = req.bearer_auth(&self.key);
+        }
+        if let Some(s) = &self.session {
+            req = req
+                .header("mcp-session-id", s)
+                .header("mcp-protocol-version", "2025-11-25");
+        }
+        let response = req.send().await.expect("mcp request");
+        if let Some(s) = response.headers().get("mcp-session-id") {
+            self.session = Some(s.to_str().expect("session id").to_string());
+        }
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("body");
+        let value = serde_json::from_str(&text).unwrap_or_else(|_| {
+            sse_data(&text)
+                .iter()
+                .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+                .find(|v| v.get("id").is_some())
+                .unwrap_or(Value::Null)
+        });
+        (status, value)
+    }
+
+    /// A request's `result` (or its `error`, whole).
+    pub async fn request(&mut self, method: &str, params: Value) -> Value {
+        self.next_id += 1;
+        let (_, reply) = self
+            .post(serde_json::json!({"jsonrpc": "2.0", "id": self.next_id, "method": method, "params": params}))
+            .await;
+        reply.get("result").cloned().unwrap_or(reply)
+    }
+
+    pub async fn tool_names(&mut self) -> Vec<String> {
+        let listed = self.request("tools/list", serde_json::json!({})).await;
+        listed["tools"]
+            .as_array()
+            .unwrap_or_else(|| panic!("tools/list: {listed}"))
+            .iter()
+            .filter_map(|t| t["name"].as_str().map(str::to_string))
+            .collect()
+    }
+
+    pub async fn call(&mut self, tool: &str, arguments: Value) -> Value {
+        self.request(
+            "tools/call",
+            serde_json::json!({"name": tool, "arguments": arguments}),
+        )
+        .await
+    }
+}
+
+/// `llmhub keys new NAME --project P` in `cfg`: the key it printed.
+pub fn new_key(cfg: &ConfigDir, name: &str, project: &str) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_llmhub"))
+        .args(["keys", "new", name, "--project", project, "--config"])
+        .arg(cfg.hub_path())
+        .output()
+        .expect("run llmhub keys new");
+    assert!(
+        out.status.success(),
+        "keys new: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_string()
+}
+
+/// Appends settings to a key's file (as an operator would uncomment them).
+pub fn limit_key(cfg: &ConfigDir, name: &str, settings: &str) {
+    let path = cfg.path(&format!("keys.d/{name}.toml"));
+    let mut text = std::fs::read_to_string(&path).expect("key file");
+    // Settings go before the commented examples, at the top level.
+    text = text.replacen("\n# Every setting", &format!("\n{settings}\n\n# Every setting"), 1);
+    std::fs::write(path, text).expect("write key file");
+}
