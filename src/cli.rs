@@ -542,9 +542,20 @@ fn keys_list(config: &Path) -> ExitCode {
     });
     let opt = |v: Option<String>| v.unwrap_or_else(|| "-".to_string());
     let mut table = vec![
-        ["key", "project", "models", "tools", "rpm", "tpm", "parallel", "today_usd", "month_usd", "expires"]
-            .map(str::to_string)
-            .to_vec(),
+        [
+            "key",
+            "project",
+            "models",
+            "tools",
+            "rpm",
+            "tpm",
+            "parallel",
+            "today_usd",
+            "month_usd",
+            "expires",
+        ]
+        .map(str::to_string)
+        .to_vec(),
     ];
     for key in r.keys.by_name.values() {
         let l = &key.limits;
@@ -561,8 +572,12 @@ fn keys_list(config: &Path) -> ExitCode {
         table.push(vec![
             key.name.clone(),
             key.project.clone(),
-            key.models.patterns().map_or("*".to_string(), |p| p.join(",")),
-            key.tools.patterns().map_or("*".to_string(), |p| p.join(",")),
+            key.models
+                .patterns()
+                .map_or("*".to_string(), |p| p.join(",")),
+            key.tools
+                .patterns()
+                .map_or("*".to_string(), |p| p.join(",")),
             opt(l.rpm.map(|v| v.to_string())),
             opt(l.tpm.map(|v| v.to_string())),
             opt(l.max_parallel.map(|v| v.to_string())),
@@ -572,7 +587,10 @@ fn keys_list(config: &Path) -> ExitCode {
         ]);
     }
     let out = if table.len() == 1 {
-        format!("no keys: {}/ holds none; `llmhub keys new NAME` makes one\n", crate::config::KEYS_DIR)
+        format!(
+            "no keys: {}/ holds none; `llmhub keys new NAME` makes one\n",
+            crate::config::KEYS_DIR
+        )
     } else {
         aligned(&table, 4)
     };

@@ -206,12 +206,16 @@ fn is_relevant(path: &Path, dir: &Path, hub_name: Option<&std::ffi::OsStr>) -> b
         .parent()
         .and_then(|p| p.file_name())
         .and_then(|n| n.to_str());
-    let in_d_folder = matches!(parent, Some(PROVIDERS_DIR | TOOLS_DIR | SERVERS_DIR | KEYS_DIR));
+    let in_d_folder = matches!(
+        parent,
+        Some(PROVIDERS_DIR | TOOLS_DIR | SERVERS_DIR | KEYS_DIR)
+    );
     (in_d_folder && name.ends_with(".toml"))
         || Some(std::ffi::OsStr::new(name)) == hub_name
         || name == config::DOTENV
         || name.starts_with("..")
-        || (path.parent() == Some(dir) && matches!(name, PROVIDERS_DIR | TOOLS_DIR | SERVERS_DIR | KEYS_DIR))
+        || (path.parent() == Some(dir)
+            && matches!(name, PROVIDERS_DIR | TOOLS_DIR | SERVERS_DIR | KEYS_DIR))
 }
 
 #[cfg(test)]

@@ -168,7 +168,9 @@ pub fn estimate(registry: &Registry, tool: Option<&PromptTool>, args: &Value) ->
         // A prompt's templates are rarely longer than this; the reservation only errs high.
         Some(t) => (t.model.clone(), t.max_tokens, 4_096),
         None => (
-            args.get("model").and_then(Value::as_str).map(str::to_string),
+            args.get("model")
+                .and_then(Value::as_str)
+                .map(str::to_string),
             args.get("max_tokens").and_then(Value::as_u64),
             0,
         ),

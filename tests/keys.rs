@@ -92,8 +92,19 @@ async fn a_new_key_works_after_a_reload_and_deleting_its_file_revokes_it() {
     assert!(key.starts_with("llmhub-") && key.len() >= 7 + 43, "{key}");
     let file = std::fs::read_to_string(cfg.path("keys.d/search-bot.toml")).expect("file");
     assert!(!file.contains(&key[7..]), "the key itself is never written");
-    for setting in ["models", "tools", "rpm", "tpm", "max_parallel", "budget_usd", "expires"] {
-        assert!(file.contains(&format!("# {setting} =")), "{setting} example in {file}");
+    for setting in [
+        "models",
+        "tools",
+        "rpm",
+        "tpm",
+        "max_parallel",
+        "budget_usd",
+        "expires",
+    ] {
+        assert!(
+            file.contains(&format!("# {setting} =")),
+            "{setting} example in {file}"
+        );
     }
     assert!(matches!(
         next_reload(&mut reloads).await,
@@ -102,7 +113,9 @@ async fn a_new_key_works_after_a_reload_and_deleting_its_file_revokes_it() {
 
     let ok = chat_as(&server, &key, "up/priced").await;
     assert_eq!(ok.status(), 200);
-    let no_key = server.chat(json!({"model": "echo", "messages": [user("hi")]})).await;
+    let no_key = server
+        .chat(json!({"model": "echo", "messages": [user("hi")]}))
+        .await;
     assert_eq!(no_key.status(), 401);
     assert_eq!(error_of(no_key).await["code"], "missing_api_key");
     let wrong = chat_as(&server, "llmhub-not-a-real-key", "echo").await;
@@ -124,7 +137,9 @@ async fn a_new_key_works_after_a_reload_and_deleting_its_file_revokes_it() {
     let revoked = chat_as(&server, &key, "echo").await;
     assert_eq!(revoked.status(), 401, "a deleted key is refused");
     // With keys.d/ still there, no key file left does not open the gateway.
-    let open = server.chat(json!({"model": "echo", "messages": [user("hi")]})).await;
+    let open = server
+        .chat(json!({"model": "echo", "messages": [user("hi")]}))
+        .await;
     assert_eq!(open.status(), 401);
     assert_eq!(chat_as(&server, ADMIN, "echo").await.status(), 200);
 }
@@ -148,22 +163,41 @@ async fn rpm_trips_at_its_count_with_openai_headers_and_mcp_says_which_limit() {
     let refused = chat_as(&server, &key, "up/priced").await;
     assert_eq!(refused.status(), 429);
     let retry: u64 = header(&refused, "retry-after").parse().expect("seconds");
-    assert!((1..=20).contains(&retry), "one request comes back every 20 s: {retry}");
+    assert!(
+        (1..=20).contains(&retry),
+        "one request comes back every 20 s: {retry}"
+    );
     assert_eq!(header(&refused, "x-ratelimit-remaining-requests"), "0");
     let error = error_of(refused).await;
     assert_eq!(error["code"], "rate_limit_exceeded");
     assert_eq!(error["type"], "requests");
-    assert!(error["message"].as_str().unwrap_or("").contains("3 requests per minute"), "{error}");
-    assert_eq!(up.count(), 3, "a refused request never reaches the upstream");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("3 requests per minute"),
+        "{error}"
+    );
+    assert_eq!(
+        up.count(),
+        3,
+        "a refused request never reaches the upstream"
+    );
 
     // The same key over MCP is refused too, as a tool result saying which limit.
     let mut mcp = McpHttp::connect(&server, &key).await;
     let result = mcp
-        .call("chat_completion", json!({"model": "up/priced", "prompt": "hi"}))
+        .call(
+            "chat_completion",
+            json!({"model": "up/priced", "prompt": "hi"}),
+        )
         .await;
     assert_eq!(result["isError"], true, "{result}");
     let text = result["content"][0]["text"].as_str().unwrap_or("");
-    assert!(text.contains("requests per minute") && text.contains("retry in"), "{text}");
+    assert!(
+        text.contains("requests per minute") && text.contains("retry in"),
+        "{text}"
+    );
 
     // Admin keys are held to nothing.
     assert_eq!(chat_as(&server, ADMIN, "up/priced").await.status(), 200);
@@ -210,7 +244,10 @@ async fn tpm_counts_real_tokens_and_max_parallel_counts_requests_in_flight() {
     assert_eq!(third.status(), 429);
     assert_eq!(header(&third, "x-ratelimit-remaining-tokens"), "0");
     let error = error_of(third).await;
-    assert_eq!((error["code"].as_str(), error["type"].as_str()), (Some("rate_limit_exceeded"), Some("tokens")));
+    assert_eq!(
+        (error["code"].as_str(), error["type"].as_str()),
+        (Some("rate_limit_exceeded"), Some("tokens"))
+    );
 
     // max_parallel: a slow upstream holds the first request until the test lets it go.
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
@@ -248,13 +285,25 @@ async fn tpm_counts_real_tokens_and_max_parallel_counts_requests_in_flight() {
                 .status()
         })
     };
-    arrived.recv().await.expect("the first request reached the upstream");
+    arrived
+        .recv()
+        .await
+        .expect("the first request reached the upstream");
     let second = chat_as(&server, &key, "echo").await;
     assert_eq!(second.status(), 429);
-    assert!(error_of(second).await["message"].as_str().unwrap_or("").contains("max_parallel"));
+    assert!(
+        error_of(second).await["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("max_parallel")
+    );
     gate.add_permits(1);
     assert_eq!(first.await.expect("first"), 200);
-    assert_eq!(chat_as(&server, &key, "echo").await.status(), 200, "the slot came back");
+    assert_eq!(
+        chat_as(&server, &key, "echo").await.status(),
+        200,
+        "the slot came back"
+    );
 }
 
 #[tokio::test]
@@ -284,7 +333,13 @@ async fn budgets_stop_spend_for_the_key_and_the_project_and_survive_a_restart() 
     let error = error_of(refused).await;
     assert_eq!(error["code"], "insufficient_quota");
     assert_eq!(error["type"], "insufficient_quota");
-    assert!(error["message"].as_str().unwrap_or("").contains("daily budget of key `c`"), "{error}");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("daily budget of key `c`"),
+        "{error}"
+    );
     let spent_c = f64::from(ok) * 0.017;
     assert!(spent_c <= 0.05, "never past the budget: {spent_c}");
 
@@ -303,9 +358,19 @@ async fn budgets_stop_spend_for_the_key_and_the_project_and_survive_a_restart() 
     };
     assert!(f64::from(ok) * 0.017 <= 0.2 && ok >= 5, "{ok} requests");
     let error = error_of(refused).await;
-    assert!(error["message"].as_str().unwrap_or("").contains("project `search`"), "{error}");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("project `search`"),
+        "{error}"
+    );
     let other = if turn % 2 == 0 { &a } else { &b };
-    assert_eq!(chat_as(&server, other, "up/priced").await.status(), 429, "both keys stop");
+    assert_eq!(
+        chat_as(&server, other, "up/priced").await.status(),
+        429,
+        "both keys stop"
+    );
     // A model without prices costs nothing that a budget can count; the key still works.
     assert_eq!(chat_as(&server, &c, "echo").await.status(), 200);
 
@@ -315,7 +380,11 @@ async fn budgets_stop_spend_for_the_key_and_the_project_and_survive_a_restart() 
     let again = chat_as(&server, &c, "up/priced").await;
     assert_eq!(again.status(), 429, "a restart never resets spend");
     assert_eq!(chat_as(&server, &a, "up/priced").await.status(), 429);
-    let health = get_as(&server, ADMIN, "/health").await.json::<Value>().await.expect("json");
+    let health = get_as(&server, ADMIN, "/health")
+        .await
+        .json::<Value>()
+        .await
+        .expect("json");
     assert_eq!(health["limits"]["store"], "memory");
     assert_eq!(health["limits"]["spend_loaded"], true);
 }
@@ -332,19 +401,46 @@ async fn allow_lists_hold_on_http_models_tools_and_mcp() {
     );
     let server = Server::start(&cfg).await;
 
-    let models = get_as(&server, &key, "/v1/models").await.json::<Value>().await.expect("json");
-    let ids: Vec<&str> = models["data"].as_array().expect("data").iter().filter_map(|m| m["id"].as_str()).collect();
-    assert_eq!(ids, ["up/priced", "fast"], "only what the key may use; `fast` is all up/*");
+    let models = get_as(&server, &key, "/v1/models")
+        .await
+        .json::<Value>()
+        .await
+        .expect("json");
+    let ids: Vec<&str> = models["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .filter_map(|m| m["id"].as_str())
+        .collect();
+    assert_eq!(
+        ids,
+        ["up/priced", "fast"],
+        "only what the key may use; `fast` is all up/*"
+    );
     assert_eq!(chat_as(&server, &key, "fast").await.status(), 200);
-    assert_eq!(chat_as(&server, &key, "priced").await.status(), 200, "a bare id of up/*");
+    assert_eq!(
+        chat_as(&server, &key, "priced").await.status(),
+        200,
+        "a bare id of up/*"
+    );
     let denied = chat_as(&server, &key, "echo").await;
     assert_eq!(denied.status(), 403);
     let error = error_of(denied).await;
-    assert_eq!((error["code"].as_str(), error["param"].as_str()), (Some("model_not_allowed"), Some("model")));
-    assert_eq!(get_as(&server, &key, "/v1/models/echo/echo").await.status(), 403);
+    assert_eq!(
+        (error["code"].as_str(), error["param"].as_str()),
+        (Some("model_not_allowed"), Some("model"))
+    );
+    assert_eq!(
+        get_as(&server, &key, "/v1/models/echo/echo").await.status(),
+        403
+    );
     assert_eq!(up.count(), 2);
 
-    let tools = get_as(&server, &key, "/v1/tools").await.json::<Value>().await.expect("json");
+    let tools = get_as(&server, &key, "/v1/tools")
+        .await
+        .json::<Value>()
+        .await
+        .expect("json");
     assert_eq!(tools["data"][0]["name"], "summarize");
     let call = |name: &'static str| {
         server
@@ -360,9 +456,16 @@ async fn allow_lists_hold_on_http_models_tools_and_mcp() {
     let mut names = mcp.tool_names().await;
     names.sort();
     assert_eq!(names, ["list_models", "summarize"]);
-    let refused = mcp.call("chat_completion", json!({"model": "echo", "prompt": "hi"})).await;
+    let refused = mcp
+        .call("chat_completion", json!({"model": "echo", "prompt": "hi"}))
+        .await;
     assert_eq!(refused["isError"], true);
-    assert!(refused["content"][0]["text"].as_str().unwrap_or("").contains("may not call tool `chat_completion`"));
+    assert!(
+        refused["content"][0]["text"]
+            .as_str()
+            .unwrap_or("")
+            .contains("may not call tool `chat_completion`")
+    );
     let allowed = mcp.call("summarize", json!({"text": "x"})).await;
     assert_eq!(allowed["isError"], false, "{allowed}");
 
@@ -370,13 +473,32 @@ async fn allow_lists_hold_on_http_models_tools_and_mcp() {
     server.hub.ledger().expect("ledger").flush().await;
     let other = get_as(&server, &key, "/v1/usage?project=default").await;
     assert_eq!(other.status(), 403);
-    let own = get_as(&server, &key, "/v1/usage?group_by=project").await.json::<Value>().await.expect("json");
+    let own = get_as(&server, &key, "/v1/usage?group_by=project")
+        .await
+        .json::<Value>()
+        .await
+        .expect("json");
     assert_eq!(own["data"].as_array().map(Vec::len), Some(1), "{own}");
     assert_eq!(own["data"][0]["project"], "search");
-    let rows = get_as(&server, &key, "/v1/usage/requests").await.json::<Value>().await.expect("json");
-    assert!(rows["data"].as_array().expect("rows").iter().all(|r| r["project"] == "search" && r["key"] == "narrow"), "{rows}");
+    let rows = get_as(&server, &key, "/v1/usage/requests")
+        .await
+        .json::<Value>()
+        .await
+        .expect("json");
+    assert!(
+        rows["data"]
+            .as_array()
+            .expect("rows")
+            .iter()
+            .all(|r| r["project"] == "search" && r["key"] == "narrow"),
+        "{rows}"
+    );
     // Client keys get /health's status only, and no /metrics.
-    let health = get_as(&server, &key, "/health").await.json::<Value>().await.expect("json");
+    let health = get_as(&server, &key, "/health")
+        .await
+        .json::<Value>()
+        .await
+        .expect("json");
     assert!(health.get("providers").is_none());
     assert_eq!(get_as(&server, &key, "/metrics").await.status(), 403);
     assert_eq!(get_as(&server, ADMIN, "/metrics").await.status(), 200);
@@ -390,7 +512,11 @@ async fn a_bad_key_file_is_reported_with_its_place_and_the_old_keys_keep_working
     let server = Server::start_watching(&cfg).await;
     let mut reloads = server.hub.subscribe();
     let cases = [
-        ("sha256 = \"abc\"\n", "keys.d/bad.toml:1:10", "expected 64 hexadecimal digits"),
+        (
+            "sha256 = \"abc\"\n",
+            "keys.d/bad.toml:1:10",
+            "expected 64 hexadecimal digits",
+        ),
         (
             "sha256 = \"0000000000000000000000000000000000000000000000000000000000000000\"\nrpm = -5\n",
             "keys.d/bad.toml:2:7",
@@ -417,11 +543,18 @@ async fn a_bad_key_file_is_reported_with_its_place_and_the_old_keys_keep_working
         match next_reload(&mut reloads).await {
             llmhub::hub::ReloadEvent::Failed { errors } => {
                 let all = errors.join("\n");
-                assert!(all.contains(place) && all.contains(message), "{place} {message} in:\n{all}");
+                assert!(
+                    all.contains(place) && all.contains(message),
+                    "{place} {message} in:\n{all}"
+                );
             }
             other => panic!("{text}: {other:?}"),
         }
-        assert_eq!(chat_as(&server, &key, "echo").await.status(), 200, "the old keys keep working");
+        assert_eq!(
+            chat_as(&server, &key, "echo").await.status(),
+            200,
+            "the old keys keep working"
+        );
     }
     // An expired key is refused saying so.
     cfg.write(
@@ -431,10 +564,18 @@ async fn a_bad_key_file_is_reported_with_its_place_and_the_old_keys_keep_working
             llmhub::registry::keys::hex(&llmhub::registry::keys::digest("llmhub-old"))
         ),
     );
-    assert!(matches!(next_reload(&mut reloads).await, llmhub::hub::ReloadEvent::Applied { .. }));
+    assert!(matches!(
+        next_reload(&mut reloads).await,
+        llmhub::hub::ReloadEvent::Applied { .. }
+    ));
     let expired = chat_as(&server, "llmhub-old", "echo").await;
     assert_eq!(expired.status(), 401);
     let error = error_of(expired).await;
     assert_eq!(error["code"], "expired_api_key");
-    assert!(error["message"].as_str().unwrap_or("").contains("expired on 2020-01-01"));
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("expired on 2020-01-01")
+    );
 }

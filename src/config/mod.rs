@@ -348,6 +348,7 @@ pub fn load(hub_path: &Path) -> Loaded {
         &mut BTreeSet::new(),
         &mut hasher,
     );
+    let keys_dir = dir.join(KEYS_DIR).is_dir();
     let dotenv = read_dotenv(&dir.join(DOTENV), &mut errors, &mut hasher);
 
     Loaded {
@@ -359,7 +360,7 @@ pub fn load(hub_path: &Path) -> Loaded {
             tools,
             backends,
             keys,
-            keys_dir: dir.join(KEYS_DIR).is_dir(),
+            keys_dir,
             broken,
             hub_broken,
             dotenv,

@@ -15,7 +15,11 @@ use crate::registry::{AuthError, Principal, Registry};
 
 /// Checks the key and hands the principal to the handler (and, over `/mcp`, to the MCP
 /// session through the request's parts).
-pub async fn require_key(State(hub): State<Arc<Hub>>, mut request: Request, next: Next) -> Response {
+pub async fn require_key(
+    State(hub): State<Arc<Hub>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     match authenticate(&hub.snapshot(), request.headers()) {
         Ok(principal) => {
             request.extensions_mut().insert(principal);
@@ -26,21 +30,27 @@ pub async fn require_key(State(hub): State<Arc<Hub>>, mut request: Request, next
 }
 
 pub fn authenticate(registry: &Registry, headers: &HeaderMap) -> Result<Principal, ApiError> {
-    registry
-        .authenticate(presented_key(headers))
-        .map_err(|e| {
-            let code = match e {
-                AuthError::Missing => "missing_api_key",
-                AuthError::Invalid => "invalid_api_key",
-                AuthError::Expired { .. } => "expired_api_key",
-            };
-            ApiError::new(StatusCode::UNAUTHORIZED, "invalid_request_error", code, e.to_string())
-        })
+    registry.authenticate(presented_key(headers)).map_err(|e| {
+        let code = match e {
+            AuthError::Missing => "missing_api_key",
+            AuthError::Invalid => "invalid_api_key",
+            AuthError::Expired { .. } => "expired_api_key",
+        };
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_request_error",
+            code,
+            e.to_string(),
+        )
+    })
 }
 
 /// The principal the key check admitted; `Open` on routes it does not guard.
 pub fn principal(extensions: &axum::http::Extensions) -> Principal {
-    extensions.get::<Principal>().cloned().unwrap_or(Principal::Open)
+    extensions
+        .get::<Principal>()
+        .cloned()
+        .unwrap_or(Principal::Open)
 }
 
 fn presented_key(headers: &HeaderMap) -> Option<&str> {
@@ -69,7 +79,10 @@ pub fn require_admin(registry: &Registry, headers: &HeaderMap) -> Result<(), Api
             StatusCode::FORBIDDEN,
             "invalid_request_error",
             "admin_key_required",
-            format!("key `{}` is a client key; this route needs an admin key (server.api_keys_env)", k.name),
+            format!(
+                "key `{}` is a client key; this route needs an admin key (server.api_keys_env)",
+                k.name
+            ),
         )),
     }
 }
@@ -105,19 +118,37 @@ pub fn tool_not_allowed(principal: &Principal, tool: &str) -> ApiError {
 /// `insufficient_quota`, with `retry-after` and the `x-ratelimit-*` headers.
 pub fn refusal_response(refusal: &Refusal) -> Response {
     let (status, kind, code) = match refusal.kind {
-        LimitKind::Requests | LimitKind::Parallel => {
-            (StatusCode::TOO_MANY_REQUESTS, "requests", "rate_limit_exceeded")
-        }
-        LimitKind::Tokens => (StatusCode::TOO_MANY_REQUESTS, "tokens", "rate_limit_exceeded"),
-        LimitKind::StoreDown => (StatusCode::SERVICE_UNAVAILABLE, "api_error", "limits_unavailable"),
-        _ => (StatusCode::TOO_MANY_REQUESTS, "insufficient_quota", "insufficient_quota"),
+        LimitKind::Requests | LimitKind::Parallel => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "requests",
+            "rate_limit_exceeded",
+        ),
+        LimitKind::Tokens => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "tokens",
+            "rate_limit_exceeded",
+        ),
+        LimitKind::StoreDown => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "api_error",
+            "limits_unavailable",
+        ),
+        _ => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "insufficient_quota",
+            "insufficient_quota",
+        ),
     };
     let mut response = ApiError::new(status, kind, code, refusal.message.clone()).into_response();
     let headers = response.headers_mut();
     let wait = refusal.retry_after;
     let secs = wait.as_millis().div_ceil(1000).max(1);
     insert(headers, "retry-after", secs.to_string());
-    insert(headers, "retry-after-ms", wait.as_millis().max(1).to_string());
+    insert(
+        headers,
+        "retry-after-ms",
+        wait.as_millis().max(1).to_string(),
+    );
     for (name, value) in refusal.headers.pairs() {
         insert(headers, name, value);
     }

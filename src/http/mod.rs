@@ -218,7 +218,10 @@ async fn chat_completions(State(hub): State<Arc<Hub>>, request: Request) -> Resp
         usage::caller(&parts.headers, request.extra.get("user")),
     );
     let estimate = crate::limits::estimate(&registry, &request, bytes.len());
-    if let Err(refusal) = hub.admit(&registry, &principal, &mut caller, estimate).await {
+    if let Err(refusal) = hub
+        .admit(&registry, &principal, &mut caller, estimate)
+        .await
+    {
         return access::refusal_response(&refusal);
     }
     let mut response = answer_chat(&hub, &registry, request, caller.clone(), started).await;

@@ -13,8 +13,8 @@ use tokio::sync::watch;
 
 use crate::chat::Usage;
 use crate::config::{self, ConfigError};
-use crate::metrics::{Metrics, Observation, Scrape};
 use crate::limits::{Ask, Limiter, LimitsHealth, Permit, Refusal};
+use crate::metrics::{Metrics, Observation, Scrape};
 use crate::registry::keys::DEFAULT_PROJECT;
 use crate::registry::{self, Principal, Registry, Settings, Status};
 use crate::store::{Ledger, LedgerHealth, Row};
@@ -174,10 +174,7 @@ impl Hub {
             backends_report: Mutex::new(BTreeMap::new()),
             ledger: OnceLock::new(),
             metrics: Metrics::new(),
-            limiter: Limiter::new(
-                registry_redis.as_ref().map(|u| u.expose()),
-                registry_allow,
-            ),
+            limiter: Limiter::new(registry_redis.as_ref().map(|u| u.expose()), registry_allow),
         }))
     }
 
@@ -374,7 +371,9 @@ impl Hub {
                 if let Some(store) = ledger.store() {
                     match hub.limiter.load_spend(&store).await {
                         Ok(()) => break,
-                        Err(e) => tracing::warn!(error = %e, "cannot read spend so far from the usage ledger; retrying"),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot read spend so far from the usage ledger; retrying")
+                        }
                     }
                 }
                 tokio::time::sleep(delay).await;

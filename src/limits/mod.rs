@@ -45,7 +45,10 @@ impl LimitKind {
     pub fn is_budget(self) -> bool {
         matches!(
             self,
-            LimitKind::KeyDay | LimitKind::KeyMonth | LimitKind::ProjectDay | LimitKind::ProjectMonth
+            LimitKind::KeyDay
+                | LimitKind::KeyMonth
+                | LimitKind::ProjectDay
+                | LimitKind::ProjectMonth
         )
     }
 }
@@ -196,7 +199,13 @@ impl Period {
     }
 }
 
-fn budget_refusal(scope: &Scope, period: Period, limit: f64, spent: f64, headers: RateHeaders) -> Refusal {
+fn budget_refusal(
+    scope: &Scope,
+    period: Period,
+    limit: f64,
+    spent: f64,
+    headers: RateHeaders,
+) -> Refusal {
     let retry_after = period.remaining();
     Refusal {
         kind: period.kind(scope),
@@ -355,12 +364,18 @@ impl Limiter {
         if let Some(remote) = &inner.remote
             && loaded
         {
-            match remote.admit(ask, &limits, &budgets, &inner.seeds(&budgets)).await {
+            match remote
+                .admit(ask, &limits, &budgets, &inner.seeds(&budgets))
+                .await
+            {
                 Ok(Ok(granted)) => {
                     return Ok(Some(Arc::new(Permit {
                         limiter: inner.clone(),
                         key: ask.key.map(|k| (k.name.clone(), limits)),
-                        budgets: budgets.iter().map(|(s, p, _)| (s.clone(), *p, ())).collect(),
+                        budgets: budgets
+                            .iter()
+                            .map(|(s, p, _)| (s.clone(), *p, ()))
+                            .collect(),
                         reserved_usd: ask.estimate_usd,
                         parallel: limits.max_parallel.is_some(),
                         remote: Some(granted.member),
@@ -426,7 +441,10 @@ impl Limiter {
                     Dim::Key => Scope::Key(name),
                     _ => Scope::Project(name),
                 };
-                let is_today = row.group.get("day").is_some_and(|d| *d == civil_date(today));
+                let is_today = row
+                    .group
+                    .get("day")
+                    .is_some_and(|d| *d == civil_date(today));
                 read.push((scope, is_today, row.totals.cost_usd));
             }
         }
@@ -453,12 +471,21 @@ impl Limiter {
         let inner = &self.inner;
         let (store, state, last_error) = match &inner.remote {
             None => ("memory", "ok", None),
-            Some(r) => ("redis", if r.is_down() { "down" } else { "ok" }, r.last_error()),
+            Some(r) => (
+                "redis",
+                if r.is_down() { "down" } else { "ok" },
+                r.last_error(),
+            ),
         };
         LimitsHealth {
             store: store.to_string(),
             state: state.to_string(),
-            when_store_down: if inner.allow_when_down { "allow" } else { "deny" }.to_string(),
+            when_store_down: if inner.allow_when_down {
+                "allow"
+            } else {
+                "deny"
+            }
+            .to_string(),
             spend_loaded: inner.spend_loaded.load(Ordering::Acquire),
             last_error,
         }
@@ -542,7 +569,9 @@ impl Inner {
             if tat - now > WINDOW_MS - t + 1e-6 {
                 let wait = tat - now - (WINDOW_MS - t);
                 headers.requests = Some(window(u64::from(rpm), 0.0, tat - now));
-                headers.tokens = limits.tpm.map(|tpm| tokens_window(tpm, state.tokens_tat, now));
+                headers.tokens = limits
+                    .tpm
+                    .map(|tpm| tokens_window(tpm, state.tokens_tat, now));
                 return Err(Refusal {
                     kind: LimitKind::Requests,
                     message: format!(
@@ -554,7 +583,11 @@ impl Inner {
                 });
             }
             let next = tat + t;
-            headers.requests = Some(window(u64::from(rpm), (WINDOW_MS - (next - now)) / t, next - now));
+            headers.requests = Some(window(
+                u64::from(rpm),
+                (WINDOW_MS - (next - now)) / t,
+                next - now,
+            ));
             next_requests_tat = Some(next);
         }
         if let Some(tpm) = limits.tpm {
@@ -607,11 +640,18 @@ impl Inner {
         }
         for scope in distinct_scopes(&budgets) {
             // A scope's day and month counters both hold the reservation.
-            let s = local.spend.entry(scope.clone()).or_default().current(today, month);
+            let s = local
+                .spend
+                .entry(scope.clone())
+                .or_default()
+                .current(today, month);
             s.day_usd += ask.estimate_usd;
             s.month_usd += ask.estimate_usd;
         }
-        let scopes = budgets.iter().map(|(s, p, _)| (s.clone(), *p, ())).collect();
+        let scopes = budgets
+            .iter()
+            .map(|(s, p, _)| (s.clone(), *p, ()))
+            .collect();
         Ok(Some(Arc::new(Permit {
             limiter: self.clone(),
             key: ask.key.map(|k| (k.name.clone(), *limits)),
@@ -627,13 +667,10 @@ impl Inner {
     fn settle(self: &Arc<Self>, permit: &Permit, tokens: u64, cost_usd: f64) {
         let now = self.now();
         let key = permit.key.as_ref().map_or("", |(k, _)| k.as_str());
-        let project = permit
-            .budgets
-            .iter()
-            .find_map(|(s, _, _)| match s {
-                Scope::Project(p) => Some(p.clone()),
-                Scope::Key(_) => None,
-            });
+        let project = permit.budgets.iter().find_map(|(s, _, _)| match s {
+            Scope::Project(p) => Some(p.clone()),
+            Scope::Key(_) => None,
+        });
         {
             let mut local = self.lock();
             let today = days(now_ms());
@@ -642,7 +679,11 @@ impl Inner {
             // cost goes into the key's and project's spend (kept here in every mode).
             if permit.remote.is_none() {
                 for scope in distinct_scopes(&permit.budgets) {
-                    let s = local.spend.entry(scope.clone()).or_default().current(today, month);
+                    let s = local
+                        .spend
+                        .entry(scope.clone())
+                        .or_default()
+                        .current(today, month);
                     s.day_usd = (s.day_usd - permit.reserved_usd).max(0.0);
                     s.month_usd = (s.month_usd - permit.reserved_usd).max(0.0);
                 }
@@ -671,7 +712,8 @@ impl Inner {
                     && let Some(tpm) = limits.tpm
                     && tokens > 0
                 {
-                    state.tokens_tat = state.tokens_tat.max(now) + tokens as f64 * WINDOW_MS / tpm as f64;
+                    state.tokens_tat =
+                        state.tokens_tat.max(now) + tokens as f64 * WINDOW_MS / tpm as f64;
                 }
             }
         }

@@ -213,20 +213,32 @@ impl Remote {
                 .arg(ttl);
         }
         let mut conn = conn.clone();
-        let reply: Vec<i64> = match tokio::time::timeout(TIMEOUT, call.invoke_async(&mut conn)).await {
-            Ok(Ok(reply)) => reply,
-            Ok(Err(e)) => {
-                self.failed(e.to_string());
-                return Err(());
-            }
-            Err(_) => {
-                self.failed(format!("no answer within {} ms", TIMEOUT.as_millis()));
-                return Err(());
-            }
-        };
+        let reply: Vec<i64> =
+            match tokio::time::timeout(TIMEOUT, call.invoke_async(&mut conn)).await {
+                Ok(Ok(reply)) => reply,
+                Ok(Err(e)) => {
+                    self.failed(e.to_string());
+                    return Err(());
+                }
+                Err(_) => {
+                    self.failed(format!("no answer within {} ms", TIMEOUT.as_millis()));
+                    return Err(());
+                }
+            };
         self.recovered();
-        let [code, detail, req_left, req_reset, tok_left, tok_reset, which] = reply[..] else {
-            self.failed(format!("unexpected reply from the admission script: {reply:?}"));
+        let [
+            code,
+            detail,
+            req_left,
+            req_reset,
+            tok_left,
+            tok_reset,
+            which,
+        ] = reply[..]
+        else {
+            self.failed(format!(
+                "unexpected reply from the admission script: {reply:?}"
+            ));
             return Err(());
         };
         let ms = |v: i64| Duration::from_millis(u64::try_from(v).unwrap_or(0));
@@ -234,7 +246,9 @@ impl Remote {
             requests: limits
                 .rpm
                 .map(|rpm| window(u64::from(rpm), req_left as f64, req_reset as f64)),
-            tokens: limits.tpm.map(|tpm| window(tpm, tok_left as f64, tok_reset as f64)),
+            tokens: limits
+                .tpm
+                .map(|tpm| window(tpm, tok_left as f64, tok_reset as f64)),
         };
         let refusal = |kind: LimitKind, message: String, retry_after: Duration| Refusal {
             kind,
@@ -275,7 +289,13 @@ impl Remote {
                 let Some((scope, period, limit)) = budgets.get(index) else {
                     return Err(());
                 };
-                Err(budget_refusal(scope, *period, *limit, detail as f64 / MICROS, headers))
+                Err(budget_refusal(
+                    scope,
+                    *period,
+                    *limit,
+                    detail as f64 / MICROS,
+                    headers,
+                ))
             }
         })
     }

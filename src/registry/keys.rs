@@ -40,7 +40,10 @@ pub struct Limits {
 
 impl Limits {
     pub fn is_set(&self) -> bool {
-        self.rpm.is_some() || self.tpm.is_some() || self.max_parallel.is_some() || self.budget.is_set()
+        self.rpm.is_some()
+            || self.tpm.is_some()
+            || self.max_parallel.is_some()
+            || self.budget.is_set()
     }
 }
 
@@ -200,7 +203,9 @@ impl Registry {
         if !self.keys_required() {
             return Ok(Principal::Open);
         }
-        let presented = presented.filter(|p| !p.is_empty()).ok_or(AuthError::Missing)?;
+        let presented = presented
+            .filter(|p| !p.is_empty())
+            .ok_or(AuthError::Missing)?;
         let admin = self
             .settings
             .api_keys
@@ -279,7 +284,11 @@ fn budget(
 }
 
 /// Every keys.d file into a key, checking each glob against what the snapshot holds.
-pub(crate) fn build_keys(tree: &ConfigTree, registry: &Registry, errors: &mut Vec<ConfigError>) -> Keys {
+pub(crate) fn build_keys(
+    tree: &ConfigTree,
+    registry: &Registry,
+    errors: &mut Vec<ConfigError>,
+) -> Keys {
     let mut keys = Keys {
         required: tree.keys_dir,
         ..Keys::default()
@@ -294,7 +303,10 @@ pub(crate) fn build_keys(tree: &ConfigTree, registry: &Registry, errors: &mut Ve
             }
         }
     }
-    let mut tools: Vec<String> = super::tools::BUILTIN_NAMES.iter().map(|s| s.to_string()).collect();
+    let mut tools: Vec<String> = super::tools::BUILTIN_NAMES
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     tools.extend(registry.tools.keys().cloned());
     let separator = &registry.settings.mcp_tool_separator;
     // A backend's tools are known only once it is connected: a glob is about a backend
@@ -310,7 +322,10 @@ pub(crate) fn build_keys(tree: &ConfigTree, registry: &Registry, errors: &mut Ve
             if let Some(other) = keys.by_digest.insert(key.digest, key.clone()) {
                 errors.push(parsed.source.error_at(
                     &["sha256"],
-                    format!("the same key as keys.d/{}.toml; a key must have one file", other.name),
+                    format!(
+                        "the same key as keys.d/{}.toml; a key must have one file",
+                        other.name
+                    ),
                 ));
             }
             keys.by_name.insert(key.name.clone(), key);
@@ -333,7 +348,9 @@ fn build_key(
     if !is_name(&name, 64) {
         errors.push(ConfigError::whole_file(
             &src.path,
-            format!("key name `{name}` (the file name) must be 1 to 64 of a-z, A-Z, 0-9, '_' and '-'"),
+            format!(
+                "key name `{name}` (the file name) must be 1 to 64 of a-z, A-Z, 0-9, '_' and '-'"
+            ),
         ));
     }
     let mut digest = [0u8; 32];
@@ -365,34 +382,51 @@ fn build_key(
             }
         }
     }
-    let project = raw.project.clone().unwrap_or_else(|| DEFAULT_PROJECT.to_string());
+    let project = raw
+        .project
+        .clone()
+        .unwrap_or_else(|| DEFAULT_PROJECT.to_string());
     if !is_name(&project, 64) {
         errors.push(src.error_at(
             &["project"],
             format!("expected a project name of 1 to 64 of a-z, A-Z, 0-9, '_' and '-', found \"{project}\""),
         ));
     }
-    let mut check_globs = |field: &str, globs: &Option<Vec<String>>, known: &[String], what: &str| {
-        for (i, glob) in globs.iter().flatten().enumerate() {
-            let m = WildMatch::new(glob);
-            let about_backend = field == "tools"
-                && backend_heads
-                    .iter()
-                    .any(|h| glob.starts_with(h.as_str()) || m.matches(&format!("{h}x")));
-            if !about_backend && !known.iter().any(|k| m.matches(k)) {
-                errors.push(src.error_at(
-                    &[field, &i.to_string()],
-                    format!("`{glob}` matches no {what}; known: {}", shortlist(known)),
-                ));
+    let mut check_globs =
+        |field: &str, globs: &Option<Vec<String>>, known: &[String], what: &str| {
+            for (i, glob) in globs.iter().flatten().enumerate() {
+                let m = WildMatch::new(glob);
+                let about_backend = field == "tools"
+                    && backend_heads
+                        .iter()
+                        .any(|h| glob.starts_with(h.as_str()) || m.matches(&format!("{h}x")));
+                if !about_backend && !known.iter().any(|k| m.matches(k)) {
+                    errors.push(src.error_at(
+                        &[field, &i.to_string()],
+                        format!("`{glob}` matches no {what}; known: {}", shortlist(known)),
+                    ));
+                }
             }
-        }
-    };
-    check_globs("models", &raw.models, models, "model address (group, provider, provider/model or model)");
-    check_globs("tools", &raw.tools, tools, "tool (built-in, tools.d or servers.d prefix)");
+        };
+    check_globs(
+        "models",
+        &raw.models,
+        models,
+        "model address (group, provider, provider/model or model)",
+    );
+    check_globs(
+        "tools",
+        &raw.tools,
+        tools,
+        "tool (built-in, tools.d or servers.d prefix)",
+    );
     let mut count = |field: &str, v: Option<i64>| -> Option<i64> {
         v.filter(|v| {
             if *v < 1 {
-                errors.push(src.error_at(&[field], format!("expected a limit of 1 or more, found {v}")));
+                errors.push(src.error_at(
+                    &[field],
+                    format!("expected a limit of 1 or more, found {v}"),
+                ));
             }
             *v >= 1
         })
@@ -439,10 +473,15 @@ fn build_key(
 /// without an offset is UTC).
 fn expiry(d: &toml_edit::Datetime) -> Option<i64> {
     let date = d.date?;
-    let days = crate::store::days_from_civil(i64::from(date.year), u32::from(date.month), u32::from(date.day));
+    let days = crate::store::days_from_civil(
+        i64::from(date.year),
+        u32::from(date.month),
+        u32::from(date.day),
+    );
     let mut secs = days * 86_400;
     if let Some(t) = d.time {
-        secs += i64::from(t.hour) * 3600 + i64::from(t.minute) * 60 + i64::from(t.second.unwrap_or(0));
+        secs +=
+            i64::from(t.hour) * 3600 + i64::from(t.minute) * 60 + i64::from(t.second.unwrap_or(0));
     }
     if let Some(toml_edit::Offset::Custom { minutes }) = d.offset {
         secs -= i64::from(minutes) * 60;
@@ -454,7 +493,12 @@ fn shortlist(known: &[String]) -> String {
     let mut names: Vec<&str> = known.iter().map(String::as_str).collect();
     names.sort_unstable();
     names.dedup();
-    let shown = names.iter().take(12).copied().collect::<Vec<_>>().join(", ");
+    let shown = names
+        .iter()
+        .take(12)
+        .copied()
+        .collect::<Vec<_>>()
+        .join(", ");
     if names.len() > 12 {
         format!("{shown}, … ({} in all)", names.len())
     } else {

@@ -840,7 +840,10 @@ mod tests {
             assert_eq!(days_from_civil(y, m, dd), d, "{date}");
         }
         assert_eq!(civil_date(next_month(20_454 + 45)), "2026-03-01");
-        assert_eq!(civil_date(next_month(days_from_civil(2026, 12, 31))), "2027-01-01");
+        assert_eq!(
+            civil_date(next_month(days_from_civil(2026, 12, 31))),
+            "2027-01-01"
+        );
     }
 
     #[test]

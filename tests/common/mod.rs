@@ -386,9 +386,11 @@ impl McpHttp {
             next_id: 1,
         };
         let (status, init) = mcp
-            .post(serde_json::json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            .post(
+                serde_json::json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
                 "protocolVersion": "2025-11-25", "capabilities": {},
-                "clientInfo": {"name": "t", "version": "1"}}}))
+                "clientInfo": {"name": "t", "version": "1"}}}),
+            )
             .await;
         assert_eq!(status, 200, "initialize: {init}");
         mcp.post(serde_json::json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
@@ -477,6 +479,10 @@ pub fn limit_key(cfg: &ConfigDir, name: &str, settings: &str) {
     let path = cfg.path(&format!("keys.d/{name}.toml"));
     let mut text = std::fs::read_to_string(&path).expect("key file");
     // Settings go before the commented examples, at the top level.
-    text = text.replacen("\n# Every setting", &format!("\n{settings}\n\n# Every setting"), 1);
+    text = text.replacen(
+        "\n# Every setting",
+        &format!("\n{settings}\n\n# Every setting"),
+        1,
+    );
     std::fs::write(path, text).expect("write key file");
 }
