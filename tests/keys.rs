@@ -493,15 +493,15 @@ async fn allow_lists_hold_on_http_models_tools_and_mcp() {
             .all(|r| r["project"] == "search" && r["key"] == "narrow"),
         "{rows}"
     );
-    // Client keys get /health's status only, and no /metrics.
-    let health = get_as(&server, &key, "/health")
+    // /health's details and /metrics need a key; without one, the status only.
+    let health: Value = get_as(&server, "", "/health")
         .await
-        .json::<Value>()
+        .json()
         .await
         .expect("json");
-    assert!(health.get("providers").is_none());
-    assert_eq!(get_as(&server, &key, "/metrics").await.status(), 403);
-    assert_eq!(get_as(&server, ADMIN, "/metrics").await.status(), 200);
+    assert!(health.get("providers").is_none() && health.get("limits").is_none());
+    assert_eq!(get_as(&server, "", "/metrics").await.status(), 401);
+    assert_eq!(get_as(&server, &key, "/metrics").await.status(), 200);
 }
 
 #[tokio::test]

@@ -71,22 +71,6 @@ fn presented_key(headers: &HeaderMap) -> Option<&str> {
         .map(str::trim)
 }
 
-/// Admin routes (`/metrics`): when keys exist, only `server.api_keys_env` keys.
-pub fn require_admin(registry: &Registry, headers: &HeaderMap) -> Result<(), ApiError> {
-    match authenticate(registry, headers)? {
-        Principal::Open | Principal::Admin => Ok(()),
-        Principal::Key(k) => Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "invalid_request_error",
-            "admin_key_required",
-            format!(
-                "key `{}` is a client key; this route needs an admin key (server.api_keys_env)",
-                k.name
-            ),
-        )),
-    }
-}
-
 pub fn model_not_allowed(principal: &Principal, model: &str) -> ApiError {
     let patterns = principal
         .key()

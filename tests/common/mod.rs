@@ -486,3 +486,4 @@ pub fn limit_key(cfg: &ConfigDir, name: &str, settings: &str) {
     );
     std::fs::write(path, text).expect("write key file");
 }
+pub mod redis;
