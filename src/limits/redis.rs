@@ -99,7 +99,10 @@ pub(super) struct Granted {
 }
 
 pub(super) struct Remote {
-    conn: Option<ConnectionManager>,
+    url: String,
+    /// Made on first use, inside the runtime (the hub may be loaded before one runs);
+    /// `None` when the URL is not one the client accepts.
+    conn: std::sync::OnceLock<Option<ConnectionManager>>,
     admit: Script,
     settle: Script,
     down: Mutex<Down>,
@@ -127,20 +130,31 @@ pub(super) fn spend_key(scope: &Scope, period: Period) -> String {
 
 impl Remote {
     pub fn new(url: &str) -> Remote {
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(TIMEOUT))
-            .set_response_timeout(Some(TIMEOUT))
-            .set_number_of_retries(1);
-        let conn = Client::open(url)
-            .and_then(|c| ConnectionManager::new_lazy_with_config(c, config))
-            .map_err(|e| tracing::error!(error = %e, "cannot use the Redis URL in [storage] redis_url_env"))
-            .ok();
         Remote {
-            conn,
+            url: url.to_string(),
+            conn: std::sync::OnceLock::new(),
             admit: Script::new(ADMIT),
             settle: Script::new(SETTLE),
             down: Mutex::new(Down::default()),
         }
+    }
+
+    /// The connection, made lazily: it connects (and reconnects) on its own.
+    fn conn(&self) -> Option<&ConnectionManager> {
+        self.conn
+            .get_or_init(|| {
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(TIMEOUT))
+                    .set_response_timeout(Some(TIMEOUT))
+                    .set_number_of_retries(1);
+                Client::open(self.url.as_str())
+                    .and_then(|c| ConnectionManager::new_lazy_with_config(c, config))
+                    .map_err(|e| {
+                        tracing::error!(error = %e, "cannot use the Redis URL in [storage] redis_url_env")
+                    })
+                    .ok()
+            })
+            .as_ref()
     }
 
     fn down(&self) -> std::sync::MutexGuard<'_, Down> {
@@ -149,11 +163,11 @@ impl Remote {
 
     /// Whether Redis failed recently, so requests count here for now.
     pub fn is_down(&self) -> bool {
-        self.conn.is_none() || self.down().until.is_some()
+        matches!(self.conn.get(), Some(None)) || self.down().until.is_some()
     }
 
     pub fn last_error(&self) -> Option<String> {
-        if self.conn.is_none() {
+        if matches!(self.conn.get(), Some(None)) {
             return Some("the Redis URL is not valid".to_string());
         }
         self.down().last_error.clone()
@@ -183,7 +197,7 @@ impl Remote {
         budgets: &[(Scope, Period, f64)],
         seeds: &[f64],
     ) -> Result<Result<Granted, Refusal>, ()> {
-        let Some(conn) = &self.conn else {
+        let Some(conn) = self.conn() else {
             return Err(());
         };
         if self.down().until.is_some_and(|t| Instant::now() < t) {
@@ -310,10 +324,10 @@ impl Remote {
         delta_usd: f64,
         budgets: Vec<String>,
     ) {
-        let Some(conn) = self.conn.clone() else {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        let Some(conn) = self.conn().cloned() else {
             return;
         };
         let script = self.settle.clone();
