@@ -456,6 +456,14 @@ async fn allow_lists_hold_on_http_models_tools_and_mcp() {
     let mut names = mcp.tool_names().await;
     names.sort();
     assert_eq!(names, ["list_models", "summarize"]);
+    let prompts = mcp.request("prompts/list", json!({})).await;
+    let prompts: Vec<&str> = prompts["prompts"]
+        .as_array()
+        .expect("prompts")
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert_eq!(prompts, ["summarize"]);
     let refused = mcp
         .call("chat_completion", json!({"model": "echo", "prompt": "hi"}))
         .await;

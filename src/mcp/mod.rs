@@ -594,24 +594,28 @@ impl ServerHandler for Handler {
     async fn list_prompts(
         &self,
         _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListPromptsResult, McpError> {
         let registry = self.mcp.hub.snapshot();
         let profile = self.profile(&registry)?;
-        Ok(ListPromptsResult::with_all_items(
-            self.mcp.prompts(&registry, profile),
-        ))
+        let principal = principal(&context);
+        let mut prompts = self.mcp.prompts(&registry, profile);
+        prompts.retain(|p| principal.allows_tool(&p.name));
+        Ok(ListPromptsResult::with_all_items(prompts))
     }
 
     async fn get_prompt(
         &self,
         request: GetPromptRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, McpError> {
         let registry = self.mcp.hub.snapshot();
         let unknown =
             || McpError::invalid_params(format!("unknown prompt `{}`", request.name), None);
-        if !self.in_profile(&registry, &request.name)? {
+        // A key's tool globs cover the prompts of the same names.
+        if !self.in_profile(&registry, &request.name)?
+            || !principal(&context).allows_tool(&request.name)
+        {
             return Err(unknown());
         }
         let (backend_prompts, _) = self.mcp.backends.prompts(
