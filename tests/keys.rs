@@ -474,6 +474,19 @@ async fn allow_lists_hold_on_http_models_tools_and_mcp() {
             .unwrap_or("")
             .contains("may not call tool `chat_completion`")
     );
+    let listed = mcp.call("list_models", json!({})).await;
+    let listed: Value =
+        serde_json::from_str(listed["content"][0]["text"].as_str().unwrap_or("")).expect("json");
+    let listed: Vec<&str> = listed["models"]
+        .as_array()
+        .expect("models")
+        .iter()
+        .filter_map(|m| m["address"].as_str().or(m["id"].as_str()))
+        .collect();
+    assert!(
+        !listed.is_empty() && !listed.iter().any(|m| m.contains("echo")),
+        "{listed:?}"
+    );
     let allowed = mcp.call("summarize", json!({"text": "x"})).await;
     assert_eq!(allowed["isError"], false, "{allowed}");
 

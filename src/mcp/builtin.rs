@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::object;
 use crate::hub::Hub;
-use crate::registry::{Model, Provider, Registry, Status};
+use crate::registry::{Model, Principal, Provider, Registry, Status};
 use crate::tools;
 
 fn model_line(p: &Provider, m: &Model) -> String {
@@ -166,11 +166,24 @@ fn model_json(hub: &Hub, p: &Provider, m: &Model) -> Value {
     })
 }
 
-/// Answers a built-in tool, or `None` when `name` is not one of these four.
-pub fn call(hub: &Hub, registry: &Registry, name: &str, args: &Value) -> Option<CallToolResponse> {
+/// Answers a built-in tool, or `None` when `name` is not one of these four. Model
+/// tools show a key only the models it may use.
+pub fn call(
+    hub: &Hub,
+    registry: &Registry,
+    principal: &Principal,
+    name: &str,
+    args: &Value,
+) -> Option<CallToolResponse> {
     Some(match name {
         "list_models" => {
             let models: Vec<Value> = match args.get("group").and_then(Value::as_str) {
+                Some(group) if !principal.allows_model(registry, group) => {
+                    return Some(error_result(format!(
+                        "key `{}` may not use group `{group}`",
+                        principal.key_name()
+                    )));
+                }
                 Some(group) => match registry.groups.get(group) {
                     Some(chain) => targets_json(hub, registry, chain),
                     None => {
@@ -189,11 +202,15 @@ pub fn call(hub: &Hub, registry: &Registry, name: &str, args: &Value) -> Option<
                     .providers
                     .values()
                     .flat_map(|p| p.models.iter().map(move |m| (p, m)))
+                    .filter(|(p, m)| {
+                        principal.allows_model(registry, &format!("{}/{}", p.name, m.id))
+                    })
                     .map(|(p, m)| model_json(hub, p, m))
                     .collect(),
             };
             let groups: serde_json::Map<String, Value> = registry
                 .usable_groups()
+                .filter(|(name, _)| principal.allows_model(registry, name))
                 .map(|(name, chain)| {
                     let chain: Vec<String> = chain
                         .iter()
@@ -212,6 +229,12 @@ pub fn call(hub: &Hub, registry: &Registry, name: &str, args: &Value) -> Option<
                     "invalid arguments:\n- /model: a model address is required".into(),
                 ));
             };
+            if !principal.allows_model(registry, address) {
+                return Some(error_result(format!(
+                    "key `{}` may not use model `{address}`",
+                    principal.key_name()
+                )));
+            }
             match registry.chain(address) {
                 Ok(chain) => {
                     let targets = targets_json(hub, registry, &chain);

@@ -505,7 +505,7 @@ impl ServerHandler for Handler {
             drop(caller);
             return Ok(out.into());
         }
-        if let Some(response) = builtin::call(hub, &registry, name, &args) {
+        if let Some(response) = builtin::call(hub, &registry, &principal, name, &args) {
             return Ok(response);
         }
         if name == "get_usage" {
