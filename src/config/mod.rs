@@ -230,10 +230,12 @@ impl<'de> Deserialize<'de> for RawModels {
     }
 }
 
-/// `tools.d/NAME.toml`: a prompt tool.
+/// `tools.d/NAME.toml`: a prompt tool, or (`kind`) a REST call or a read-only SQL query.
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawTool {
+    /// `prompt` (the default), `http` or `sql`.
+    pub kind: Option<String>,
     pub description: Option<String>,
     pub model: Option<String>,
     pub temperature: Option<f64>,
@@ -243,6 +245,22 @@ pub struct RawTool {
     pub prompt: Option<String>,
     pub input: Option<serde_json::Value>,
     pub output: Option<serde_json::Value>,
+    // kind = "http"
+    pub method: Option<String>,
+    pub url: Option<String>,
+    pub query: Option<BTreeMap<String, String>>,
+    pub headers: Option<BTreeMap<String, String>>,
+    /// A template string, or a table rendered to JSON (each string in it a template).
+    pub body: Option<serde_json::Value>,
+    pub auth: Option<RawAuth>,
+    pub result: Option<String>,
+    pub fallback_to: Option<String>,
+    pub max_response_bytes: Option<u64>,
+    // kind = "sql"
+    pub database_env: Option<String>,
+    pub statement: Option<String>,
+    pub free_query: Option<bool>,
+    pub max_rows: Option<u64>,
 }
 
 /// `servers.d/NAME.toml`: a backend MCP server whose tools llmhub offers under a prefix.

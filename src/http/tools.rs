@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use super::error::{ApiError, route_error_response};
 use crate::hub::{Caller, Hub};
-use crate::registry::Principal;
+use crate::registry::{Principal, ToolKind};
 use crate::tools::{self, ToolError};
 
 pub async fn list(
@@ -25,8 +25,12 @@ pub async fn list(
         .map(|t| {
             json!({
                 "name": t.name,
-                "description": t.description,
-                "model": t.model.as_deref().or(registry.settings.default_model.as_deref()),
+                "description": t.offered_description(&registry),
+                "kind": t.kind.name(),
+                "model": match t.kind {
+                    ToolKind::Prompt { .. } => t.model.as_deref().or(registry.settings.default_model.as_deref()),
+                    _ => None,
+                },
                 "input_schema": *t.input_schema,
                 "output_schema": t.output_schema.as_deref(),
             })
@@ -163,6 +167,12 @@ fn tool_error_response(e: ToolError) -> Response {
             StatusCode::BAD_GATEWAY,
             "api_error",
             "upstream_error",
+            json!({}),
+        ),
+        ToolError::Failed(_) => (
+            StatusCode::BAD_GATEWAY,
+            "api_error",
+            "tool_failed",
             json!({}),
         ),
     };

@@ -264,7 +264,7 @@ pub fn list_tools(registry: &Registry) -> Vec<Tool> {
         }
         let mut t = Tool::new(
             tool.name.clone(),
-            tool.description.clone(),
+            tool.offered_description(registry),
             tool.input_schema.clone(),
         );
         if let Some(schema) = &tool.output_schema {
@@ -275,12 +275,15 @@ pub fn list_tools(registry: &Registry) -> Vec<Tool> {
     out
 }
 
-/// Each offered prompt tool is also an MCP prompt.
+/// Each offered prompt tool is also an MCP prompt (REST and SQL tools have no prompt).
 fn list_prompts(registry: &Registry) -> Vec<Prompt> {
     registry
         .tools
         .values()
-        .filter(|t| t.availability(registry).is_ok())
+        .filter(|t| {
+            matches!(t.kind, crate::registry::ToolKind::Prompt { .. })
+                && t.availability(registry).is_ok()
+        })
         .map(|t| {
             let args = t
                 .arguments()

@@ -157,43 +157,12 @@ pub fn build_backend(
         errors,
     );
     let mut status = Status::Active;
-    let mut auth = None;
-    let mut env_key = None;
-    if let Some(a) = &raw.auth {
-        let (header, key, bearer) = match a {
-            RawAuth::Bearer { env_key } => ("authorization".to_string(), env_key.clone(), true),
-            RawAuth::Header { name, env_key } => (name.clone(), env_key.clone(), false),
-        };
-        match HeaderName::try_from(header.as_str()) {
-            Ok(h) if valid_env_name(&key) => {
-                env_key = Some(key.clone());
-                match lookup(&key) {
-                    Some(value) => {
-                        let value = if bearer {
-                            format!("Bearer {value}")
-                        } else {
-                            value
-                        };
-                        if HeaderValue::try_from(value.as_str()).is_err() {
-                            errors.push(src.error_at(
-                                &["auth", "env_key"],
-                                format!("the value of {key} cannot be sent in an HTTP header"),
-                            ));
-                        }
-                        auth = Some((h, Secret::new(value)));
-                    }
-                    None => status = Status::Inactive(format!("{key} is not set")),
-                }
-            }
-            Ok(_) => errors.push(src.error_at(
-                &["auth", "env_key"],
-                format!("expected an environment variable name, found \"{key}\""),
-            )),
-            Err(_) => errors.push(src.error_at(
-                &["auth", "name"],
-                format!("`{header}` is not a valid HTTP header name"),
-            )),
-        }
+    let (auth, env_key, missing) = match &raw.auth {
+        Some(a) => build_auth(src, a, lookup, errors),
+        None => (None, None, None),
+    };
+    if let Some(why) = missing {
+        status = Status::Inactive(why);
     }
     if raw.enabled == Some(false) {
         status = Status::Inactive("disabled by `enabled = false`".to_string());
@@ -219,4 +188,51 @@ pub fn build_backend(
         status,
         fingerprint: h.finish(),
     })
+}
+
+/// An `auth = { type = "bearer" | "header", … }` table: the header to send with its value
+/// from the environment, the variable's name, and why it is unusable when it is unset.
+pub(crate) fn build_auth(
+    src: &SourceFile,
+    raw: &RawAuth,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    errors: &mut Vec<ConfigError>,
+) -> (Option<(HeaderName, Secret)>, Option<String>, Option<String>) {
+    let (header, key, bearer) = match raw {
+        RawAuth::Bearer { env_key } => ("authorization".to_string(), env_key.clone(), true),
+        RawAuth::Header { name, env_key } => (name.clone(), env_key.clone(), false),
+    };
+    match HeaderName::try_from(header.as_str()) {
+        Ok(h) if valid_env_name(&key) => match lookup(&key) {
+            Some(value) => {
+                let value = if bearer {
+                    format!("Bearer {value}")
+                } else {
+                    value
+                };
+                if HeaderValue::try_from(value.as_str()).is_err() {
+                    errors.push(src.error_at(
+                        &["auth", "env_key"],
+                        format!("the value of {key} cannot be sent in an HTTP header"),
+                    ));
+                }
+                (Some((h, Secret::new(value))), Some(key), None)
+            }
+            None => (None, Some(key.clone()), Some(format!("{key} is not set"))),
+        },
+        Ok(_) => {
+            errors.push(src.error_at(
+                &["auth", "env_key"],
+                format!("expected an environment variable name, found \"{key}\""),
+            ));
+            (None, None, None)
+        }
+        Err(_) => {
+            errors.push(src.error_at(
+                &["auth", "name"],
+                format!("`{header}` is not a valid HTTP header name"),
+            ));
+            (None, None, None)
+        }
+    }
 }

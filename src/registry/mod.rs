@@ -22,7 +22,7 @@ pub mod keys;
 pub mod tools;
 pub use backends::{Backend, Profile};
 pub use keys::{AuthError, Budget, Key, Limits, Principal};
-pub use tools::PromptTool;
+pub use tools::{PromptTool, ToolKind};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 4 * 1024 * 1024;
@@ -548,10 +548,11 @@ pub fn build(
     };
     let mut tools = BTreeMap::new();
     for parsed in &tree.tools {
-        if let Some(tool) = tools::compile(parsed, &resolve, &mut errors) {
+        if let Some(tool) = tools::compile(parsed, &resolve, &lookup, &mut errors) {
             tools.insert(tool.name.clone(), Arc::new(tool));
         }
     }
+    tools::check_fallbacks(tree, &tools, &mut errors);
     registry.tools = tools;
     registry.keys = keys::build_keys(tree, &registry, &mut errors);
 

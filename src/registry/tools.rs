@@ -1,6 +1,7 @@
-//! Prompt tools as snapshot data: tools.d files compiled at load into validated JSON
-//! Schemas and templates, with what the snapshot alone can say about them (their
-//! arguments, whether their model chain is usable, the env keys it needs).
+//! tools.d tools as snapshot data: prompt, REST (`kind = "http"`) and read-only SQL
+//! (`kind = "sql"`) tools compiled at load into validated JSON Schemas and templates,
+//! with what the snapshot alone can say about them (their arguments, whether they can
+//! run and why not, the env keys they need).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -8,7 +9,9 @@ use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
-use super::{Registry, Status, is_name, positive_duration};
+use reqwest::header::HeaderName;
+
+use super::{Registry, Secret, Status, is_name, positive_duration};
 use crate::config::{ConfigError, Parsed, RawTool, SourceFile};
 use crate::template::Template;
 
@@ -34,8 +37,7 @@ pub struct PromptTool {
     pub temperature: Option<f64>,
     pub max_tokens: Option<u64>,
     pub timeout: Option<Duration>,
-    pub system: Option<Template>,
-    pub prompt: Template,
+    pub kind: ToolKind,
     pub input_schema: Arc<Map<String, Value>>,
     pub(crate) input: Arc<jsonschema::Validator>,
     pub output_schema: Option<Arc<Map<String, Value>>>,
@@ -48,6 +50,175 @@ impl std::fmt::Debug for PromptTool {
             .field("name", &self.name)
             .finish_non_exhaustive()
     }
+}
+
+/// What a tool does when called.
+#[derive(Debug)]
+pub enum ToolKind {
+    /// Renders a prompt and asks a model.
+    Prompt {
+        system: Option<Template>,
+        prompt: Template,
+    },
+    Http(Arc<HttpTool>),
+    Sql(Arc<SqlTool>),
+}
+
+impl ToolKind {
+    /// `prompt`, `http` or `sql`, as tools.d's `kind` says.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ToolKind::Prompt { .. } => "prompt",
+            ToolKind::Http(_) => "http",
+            ToolKind::Sql(_) => "sql",
+        }
+    }
+}
+
+/// A REST call: every part a template over the validated arguments; keys only in `auth`.
+#[derive(Debug)]
+pub struct HttpTool {
+    pub method: reqwest::Method,
+    pub url: Template,
+    pub query: Vec<(String, Template)>,
+    pub headers: Vec<(HeaderName, Template)>,
+    pub body: Option<Body>,
+    /// The header carrying the key, with its value from the environment.
+    pub auth: Option<(HeaderName, Secret)>,
+    pub env_key: Option<String>,
+    /// Why the tool cannot run (its key is not set).
+    pub missing: Option<String>,
+    /// Over `response` (parsed JSON, or null), `text`, `status` and the arguments.
+    pub result: Option<Template>,
+    pub fallback_to: Option<String>,
+    pub max_response_bytes: usize,
+    pub timeout: Duration,
+}
+
+/// A request body: text, or JSON whose strings are templates.
+#[derive(Debug)]
+pub enum Body {
+    Text(Template),
+    Json(JsonTemplate),
+}
+
+/// A JSON value whose strings render; a string that is one `{{ expression }}` keeps the
+/// expression's JSON type (`{{ max_results }}` stays a number).
+#[derive(Debug)]
+pub enum JsonTemplate {
+    Literal(Value),
+    Text(Template),
+    Typed(Template),
+    Array(Vec<JsonTemplate>),
+    Object(Vec<(String, JsonTemplate)>),
+}
+
+impl JsonTemplate {
+    pub fn render(&self, context: &Value) -> Result<Value, String> {
+        Ok(match self {
+            JsonTemplate::Literal(v) => v.clone(),
+            JsonTemplate::Text(t) => Value::String(t.render(context)?),
+            JsonTemplate::Typed(t) => {
+                let text = t.render(context)?;
+                serde_json::from_str(&text).map_err(|e| format!("not JSON: {e}"))?
+            }
+            JsonTemplate::Array(items) => Value::Array(
+                items
+                    .iter()
+                    .map(|i| i.render(context))
+                    .collect::<Result<_, _>>()?,
+            ),
+            JsonTemplate::Object(fields) => Value::Object(
+                fields
+                    .iter()
+                    .map(|(k, v)| Ok((k.clone(), v.render(context)?)))
+                    .collect::<Result<_, String>>()?,
+            ),
+        })
+    }
+}
+
+/// Default cap on a REST response body; past it the body is cut with a note.
+pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 1 << 20;
+pub const DEFAULT_HTTP_TIMEOUT_S: f64 = 30.0;
+pub const DEFAULT_MAX_ROWS: u64 = 200;
+
+/// A read-only query on the database an environment variable names.
+#[derive(Debug)]
+pub struct SqlTool {
+    /// `sqlite://…` or `postgres://…`; `None` when the variable is unset.
+    pub url: Option<Secret>,
+    pub env_key: String,
+    /// The statement with `:name` parameters, or `None` for `free_query`.
+    pub statement: Option<String>,
+    /// Parameter names in the order they appear.
+    pub params: Vec<String>,
+    pub max_rows: usize,
+    pub timeout: Duration,
+}
+
+/// `:name` parameters outside quotes and comments, in order (`::` casts are not
+/// parameters), and the statement with each replaced by `$1`, `$2`…
+pub fn named_params(sql: &str) -> (Vec<String>, String) {
+    let mut names: Vec<String> = Vec::new();
+    let mut out = String::with_capacity(sql.len());
+    let chars: Vec<char> = sql.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        match c {
+            '\'' | '"' => {
+                let quote = c;
+                out.push(c);
+                i += 1;
+                while i < chars.len() {
+                    out.push(chars[i]);
+                    i += 1;
+                    if chars[i - 1] == quote {
+                        break;
+                    }
+                }
+                continue;
+            }
+            '-' if chars.get(i + 1) == Some(&'-') => {
+                while i < chars.len() && chars[i] != '\n' {
+                    out.push(chars[i]);
+                    i += 1;
+                }
+                continue;
+            }
+            ':' if chars.get(i + 1) == Some(&':') => {
+                out.push_str("::");
+                i += 2;
+                continue;
+            }
+            ':' if chars
+                .get(i + 1)
+                .is_some_and(|n| n.is_ascii_alphabetic() || *n == '_') =>
+            {
+                let start = i + 1;
+                let mut end = start;
+                while end < chars.len() && (chars[end].is_ascii_alphanumeric() || chars[end] == '_') {
+                    end += 1;
+                }
+                let name: String = chars[start..end].iter().collect();
+                let index = match names.iter().position(|n| *n == name) {
+                    Some(p) => p + 1,
+                    None => {
+                        names.push(name);
+                        names.len()
+                    }
+                };
+                out.push_str(&format!("${index}"));
+                i = end;
+                continue;
+            }
+            _ => {}
+        }
+        out.push(c);
+        i += 1;
+    }
+    (names, out)
 }
 
 /// One argument as MCP prompts list them.
@@ -83,8 +254,68 @@ impl PromptTool {
             .collect()
     }
 
-    /// Whether the tool's model chain has an active provider; if not, why.
+    /// Whether the tool can run; if not, why. A REST tool can when it or a tool of its
+    /// `fallback_to` chain has its key.
     pub fn availability(&self, registry: &Registry) -> Result<(), String> {
+        match &self.kind {
+            ToolKind::Prompt { .. } => self.model_availability(registry),
+            ToolKind::Sql(sql) => match sql.url {
+                Some(_) => Ok(()),
+                None => Err(format!("{} is not set", sql.env_key)),
+            },
+            ToolKind::Http(_) => {
+                let mut reasons = Vec::new();
+                for tool in self.fallback_chain(registry) {
+                    if let ToolKind::Http(h) = &tool.kind {
+                        match &h.missing {
+                            None => return Ok(()),
+                            Some(why) => reasons.push(format!("{}: {why}", tool.name)),
+                        }
+                    }
+                }
+                Err(reasons.join("; "))
+            }
+        }
+    }
+
+    /// This tool, then each `fallback_to` in turn (cycles are refused at load).
+    pub fn fallback_chain<'r>(&'r self, registry: &'r Registry) -> Vec<&'r PromptTool> {
+        let mut chain = vec![self];
+        let mut next = self.fallback_to();
+        while let Some(name) = next {
+            match registry.tools.get(name) {
+                Some(t) if !chain.iter().any(|c| c.name == t.name) => {
+                    chain.push(t);
+                    next = t.fallback_to();
+                }
+                _ => break,
+            }
+        }
+        chain
+    }
+
+    pub fn fallback_to(&self) -> Option<&str> {
+        match &self.kind {
+            ToolKind::Http(h) => h.fallback_to.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The description clients see: a REST tool with fallbacks names them.
+    pub fn offered_description(&self, registry: &Registry) -> String {
+        let chain = self.fallback_chain(registry);
+        if chain.len() < 2 {
+            return self.description.clone();
+        }
+        let names: Vec<&str> = chain.iter().map(|t| t.name.as_str()).collect();
+        format!(
+            "{} (served by {}, in that order, whichever has its key and answers)",
+            self.description,
+            names.join(", then ")
+        )
+    }
+
+    fn model_availability(&self, registry: &Registry) -> Result<(), String> {
         let address = match self
             .model
             .as_deref()
@@ -108,8 +339,23 @@ impl PromptTool {
         ))
     }
 
-    /// Environment variable names the tool's providers need, with whether each is set.
+    /// Environment variable names the tool needs, with whether each is set.
     pub fn env_keys(&self, registry: &Registry) -> Vec<(String, bool)> {
+        match &self.kind {
+            ToolKind::Prompt { .. } => self.provider_env_keys(registry),
+            ToolKind::Sql(sql) => vec![(sql.env_key.clone(), sql.url.is_some())],
+            ToolKind::Http(_) => self
+                .fallback_chain(registry)
+                .iter()
+                .filter_map(|t| match &t.kind {
+                    ToolKind::Http(h) => h.env_key.clone().map(|k| (k, h.missing.is_none())),
+                    _ => None,
+                })
+                .collect(),
+        }
+    }
+
+    fn provider_env_keys(&self, registry: &Registry) -> Vec<(String, bool)> {
         let address = self
             .model
             .as_deref()
@@ -135,6 +381,7 @@ impl PromptTool {
 pub fn compile(
     parsed: &Parsed<RawTool>,
     resolve: &dyn Fn(&str) -> Option<String>,
+    lookup: &dyn Fn(&str) -> Option<String>,
     errors: &mut Vec<ConfigError>,
 ) -> Option<PromptTool> {
     let raw = &parsed.raw;
@@ -153,6 +400,51 @@ pub fn compile(
         errors.push(ConfigError::whole_file(
             &src.path,
             format!("`{name}` is a built-in tool; rename the file"),
+        ));
+    }
+    let kind = raw.kind.as_deref().unwrap_or("prompt");
+    if !["prompt", "http", "sql"].contains(&kind) {
+        errors.push(src.error_at(
+            &["kind"],
+            format!("expected \"prompt\", \"http\" or \"sql\", found \"{kind}\""),
+        ));
+        return None;
+    }
+    // A field of another kind is a mistake worth saying, not something to ignore.
+    let fields: [(&str, bool, &[&str]); 17] = [
+        ("model", raw.model.is_some(), &["prompt"]),
+        ("temperature", raw.temperature.is_some(), &["prompt"]),
+        ("max_tokens", raw.max_tokens.is_some(), &["prompt"]),
+        ("system", raw.system.is_some(), &["prompt"]),
+        ("prompt", raw.prompt.is_some(), &["prompt"]),
+        ("method", raw.method.is_some(), &["http"]),
+        ("url", raw.url.is_some(), &["http"]),
+        ("query", raw.query.is_some(), &["http"]),
+        ("headers", raw.headers.is_some(), &["http"]),
+        ("body", raw.body.is_some(), &["http"]),
+        ("auth", raw.auth.is_some(), &["http"]),
+        ("result", raw.result.is_some(), &["http"]),
+        ("fallback_to", raw.fallback_to.is_some(), &["http"]),
+        ("max_response_bytes", raw.max_response_bytes.is_some(), &["http"]),
+        ("database_env", raw.database_env.is_some(), &["sql"]),
+        ("statement", raw.statement.is_some(), &["sql"]),
+        ("max_rows", raw.max_rows.is_some(), &["sql"]),
+    ];
+    for (field, set, kinds) in fields {
+        if set && !kinds.contains(&kind) {
+            errors.push(src.error_at(
+                &[field],
+                format!(
+                    "`{field}` belongs to kind = \"{}\" tools; this tool is kind = \"{kind}\"",
+                    kinds[0]
+                ),
+            ));
+        }
+    }
+    if raw.free_query.is_some() && kind != "sql" {
+        errors.push(src.error_at(
+            &["free_query"],
+            format!("`free_query` belongs to kind = \"sql\" tools; this tool is kind = \"{kind}\""),
         ));
     }
     if let Some(model) = &raw.model
@@ -182,10 +474,14 @@ pub fn compile(
         .timeout_s
         .map(|t| positive_duration(src, &["timeout_s"], t, errors));
 
-    let input_schema = raw
+    let mut input_schema = raw
         .input
         .clone()
         .unwrap_or_else(|| json!({"type": "object", "properties": {}}));
+    if kind == "sql" && raw.free_query == Some(true) && raw.input.is_none() {
+        input_schema = json!({"type": "object", "required": ["query"], "properties": {
+            "query": {"type": "string", "description": "One read-only SQL statement"}}});
+    }
     let input = compile_schema(&input_schema, "input", src, errors);
     if input.is_some() && input_schema.get("type").and_then(Value::as_str) != Some("object") {
         errors.push(src.error_at(
@@ -193,7 +489,15 @@ pub fn compile(
             "expected `type = \"object\"`: tool arguments are an object",
         ));
     }
-    let output_schema = raw.output.clone();
+    // A SQL tool's result always has this shape, so clients get it as structuredContent.
+    let output_schema = raw.output.clone().or_else(|| {
+        (kind == "sql").then(|| {
+            json!({"type": "object", "required": ["columns", "rows", "truncated"], "properties": {
+                "columns": {"type": "array", "items": {"type": "string"}},
+                "rows": {"type": "array", "items": {"type": "array"}},
+                "truncated": {"type": "boolean"}}})
+        })
+    });
     let output = output_schema
         .as_ref()
         .and_then(|s| compile_schema(s, "output", src, errors));
@@ -203,37 +507,15 @@ pub fn compile(
         .and_then(Value::as_object)
         .map(|p| p.keys().cloned().collect())
         .unwrap_or_default();
-    let mut templates = Vec::new();
-    for (key, text) in [("system", &raw.system), ("prompt", &raw.prompt)] {
-        let Some(text) = text else {
-            if key == "prompt" {
-                errors.push(src.error_at(
-                    &[],
-                    "missing key `prompt`: a prompt tool needs a prompt template",
-                ));
-            }
-            templates.push(None);
-            continue;
-        };
-        match Template::compile_optional(text, &declared) {
-            Ok(t) => templates.push(Some(t)),
-            Err(e) => {
-                let message = if e.message.contains("undeclared variable") {
-                    format!("{} (declare it under [input.properties])", e.message)
-                } else {
-                    e.message
-                };
-                errors.push(src.error_at(&[key], message));
-                templates.push(None);
-            }
-        }
-    }
+    let timeout = timeout;
+    let compiled = match kind {
+        "http" => compile_http(raw, src, &declared, timeout, lookup, errors).map(|h| ToolKind::Http(Arc::new(h))),
+        "sql" => compile_sql(raw, src, &declared, timeout, lookup, errors).map(|q| ToolKind::Sql(Arc::new(q))),
+        _ => compile_prompt(raw, src, &declared, errors),
+    };
     if errors.len() > before {
         return None;
     }
-    let mut templates = templates.into_iter();
-    let system = templates.next().flatten();
-    let prompt = templates.next().flatten()?;
     Some(PromptTool {
         name,
         description,
@@ -241,8 +523,7 @@ pub fn compile(
         temperature: raw.temperature,
         max_tokens: raw.max_tokens,
         timeout,
-        system,
-        prompt,
+        kind: compiled?,
         input_schema: Arc::new(input_schema.as_object().cloned().unwrap_or_default()),
         input: input?,
         output_schema: output_schema
@@ -250,6 +531,328 @@ pub fn compile(
             .map(Arc::new),
         output,
     })
+}
+
+/// Compiles a template of the file at `key`, saying where an undeclared variable is.
+fn template(
+    src: &SourceFile,
+    key: &[&str],
+    text: &str,
+    vars: &BTreeSet<String>,
+    errors: &mut Vec<ConfigError>,
+) -> Option<Template> {
+    match Template::compile_optional(text, vars) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            let message = if e.message.contains("undeclared variable") {
+                format!("{} (declare it under [input.properties])", e.message)
+            } else {
+                e.message
+            };
+            errors.push(src.error_at(key, message));
+            None
+        }
+    }
+}
+
+fn compile_prompt(
+    raw: &RawTool,
+    src: &SourceFile,
+    declared: &BTreeSet<String>,
+    errors: &mut Vec<ConfigError>,
+) -> Option<ToolKind> {
+    let system = match &raw.system {
+        Some(text) => Some(template(src, &["system"], text, declared, errors)?),
+        None => None,
+    };
+    let Some(text) = &raw.prompt else {
+        errors.push(src.error_at(
+            &[],
+            "missing key `prompt`: a prompt tool needs a prompt template",
+        ));
+        return None;
+    };
+    let prompt = template(src, &["prompt"], text, declared, errors)?;
+    Some(ToolKind::Prompt { system, prompt })
+}
+
+fn compile_http(
+    raw: &RawTool,
+    src: &SourceFile,
+    declared: &BTreeSet<String>,
+    timeout: Option<Duration>,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    errors: &mut Vec<ConfigError>,
+) -> Option<HttpTool> {
+    let before = errors.len();
+    let method_text = raw.method.as_deref().unwrap_or("GET").to_ascii_uppercase();
+    let method = match method_text.as_str() {
+        "GET" | "POST" | "PUT" | "PATCH" | "DELETE" | "HEAD" => {
+            reqwest::Method::from_bytes(method_text.as_bytes()).ok()
+        }
+        _ => {
+            errors.push(src.error_at(
+                &["method"],
+                format!("expected GET, POST, PUT, PATCH, DELETE or HEAD, found \"{method_text}\""),
+            ));
+            None
+        }
+    };
+    let url = match &raw.url {
+        None => {
+            errors.push(src.error_at(&[], "missing key `url`: an http tool needs the URL to call"));
+            None
+        }
+        Some(text) => {
+            let scheme_ok = text.starts_with("https://") || text.starts_with("http://");
+            if !scheme_ok {
+                errors.push(src.error_at(
+                    &["url"],
+                    format!("expected an http:// or https:// URL, found \"{text}\""),
+                ));
+            }
+            template(src, &["url"], text, declared, errors)
+        }
+    };
+    let mut query = Vec::new();
+    for (k, v) in raw.query.iter().flatten() {
+        if let Some(t) = template(src, &["query", k], v, declared, errors) {
+            query.push((k.clone(), t));
+        }
+    }
+    let mut headers = Vec::new();
+    for (k, v) in raw.headers.iter().flatten() {
+        match HeaderName::try_from(k.as_str()) {
+            Ok(h) => {
+                if let Some(t) = template(src, &["headers", k], v, declared, errors) {
+                    headers.push((h, t));
+                }
+            }
+            Err(_) => errors.push(src.error_at(
+                &["headers", k],
+                format!("`{k}` is not a valid HTTP header name"),
+            )),
+        }
+    }
+    let body = match &raw.body {
+        None => None,
+        Some(Value::String(text)) => template(src, &["body"], text, declared, errors).map(Body::Text),
+        Some(value) => json_template(src, &mut vec!["body".to_string()], value, declared, errors).map(Body::Json),
+    };
+    let (auth, env_key, missing) = match &raw.auth {
+        Some(a) => super::backends::build_auth(src, a, lookup, errors),
+        None => (None, None, None),
+    };
+    let mut result_vars = declared.clone();
+    result_vars.extend(["response", "text", "status"].map(str::to_string));
+    let result = match &raw.result {
+        Some(text) => template(src, &["result"], text, &result_vars, errors),
+        None => None,
+    };
+    let max_response_bytes = raw.max_response_bytes.unwrap_or(DEFAULT_MAX_RESPONSE_BYTES);
+    if max_response_bytes == 0 {
+        errors.push(src.error_at(&["max_response_bytes"], "expected at least 1, found 0"));
+    }
+    if errors.len() > before {
+        return None;
+    }
+    Some(HttpTool {
+        method: method?,
+        url: url?,
+        query,
+        headers,
+        body,
+        auth,
+        env_key,
+        missing,
+        result,
+        fallback_to: raw.fallback_to.clone(),
+        max_response_bytes: usize::try_from(max_response_bytes).unwrap_or(usize::MAX),
+        timeout: timeout.unwrap_or(Duration::from_secs_f64(DEFAULT_HTTP_TIMEOUT_S)),
+    })
+}
+
+fn json_template(
+    src: &SourceFile,
+    at: &mut Vec<String>,
+    value: &Value,
+    declared: &BTreeSet<String>,
+    errors: &mut Vec<ConfigError>,
+) -> Option<JsonTemplate> {
+    Some(match value {
+        Value::String(text) => {
+            let key: Vec<&str> = at.iter().map(String::as_str).collect();
+            let trimmed = text.trim();
+            let sole = trimmed.starts_with("{{")
+                && trimmed.ends_with("}}")
+                && trimmed[2..trimmed.len() - 2].find("{{").is_none()
+                && trimmed[2..trimmed.len() - 2].find("}}").is_none();
+            if sole {
+                let expr = &trimmed[2..trimmed.len() - 2];
+                JsonTemplate::Typed(template(src, &key, &format!("{{{{ ({expr}) | tojson }}}}"), declared, errors)?)
+            } else if text.contains("{{") || text.contains("{%") {
+                JsonTemplate::Text(template(src, &key, text, declared, errors)?)
+            } else {
+                JsonTemplate::Literal(value.clone())
+            }
+        }
+        Value::Array(items) => {
+            let mut out = Vec::new();
+            for (i, item) in items.iter().enumerate() {
+                at.push(i.to_string());
+                let t = json_template(src, at, item, declared, errors);
+                at.pop();
+                out.push(t?);
+            }
+            JsonTemplate::Array(out)
+        }
+        Value::Object(fields) => {
+            let mut out = Vec::new();
+            for (k, v) in fields {
+                at.push(k.clone());
+                let t = json_template(src, at, v, declared, errors);
+                at.pop();
+                out.push((k.clone(), t?));
+            }
+            JsonTemplate::Object(out)
+        }
+        other => JsonTemplate::Literal(other.clone()),
+    })
+}
+
+fn compile_sql(
+    raw: &RawTool,
+    src: &SourceFile,
+    declared: &BTreeSet<String>,
+    timeout: Option<Duration>,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    errors: &mut Vec<ConfigError>,
+) -> Option<SqlTool> {
+    let before = errors.len();
+    let Some(env_key) = raw.database_env.clone() else {
+        errors.push(src.error_at(
+            &[],
+            "missing key `database_env`: the variable holding sqlite:///path.db or postgres://…",
+        ));
+        return None;
+    };
+    if !super::valid_env_name(&env_key) {
+        errors.push(src.error_at(
+            &["database_env"],
+            format!("expected an environment variable name, found \"{env_key}\""),
+        ));
+    }
+    let url = lookup(&env_key);
+    if let Some(u) = &url
+        && !(u.starts_with("sqlite:") || u.starts_with("postgres://") || u.starts_with("postgresql://"))
+    {
+        let scheme = u.split(':').next().unwrap_or("");
+        errors.push(src.error_at(
+            &["database_env"],
+            format!("{env_key} must hold a sqlite:// or postgres:// URL, found scheme `{scheme}`"),
+        ));
+    }
+    let free = raw.free_query == Some(true);
+    let (statement, params) = match (&raw.statement, free) {
+        (Some(_), true) => {
+            errors.push(src.error_at(&["free_query"], "give `statement` or `free_query = true`, not both"));
+            (None, Vec::new())
+        }
+        (None, false) => {
+            errors.push(src.error_at(
+                &[],
+                "missing key `statement` (with :name parameters), or set `free_query = true`",
+            ));
+            (None, Vec::new())
+        }
+        (None, true) => {
+            if !declared.contains("query") {
+                errors.push(src.error_at(
+                    &["input"],
+                    "a free_query tool takes its SQL in a `query` argument: declare [input.properties.query]",
+                ));
+            }
+            (None, Vec::new())
+        }
+        (Some(sql), false) => {
+            let (names, _) = named_params(sql);
+            for n in &names {
+                if !declared.contains(n) {
+                    errors.push(src.error_at(
+                        &["statement"],
+                        format!("parameter :{n} is not an argument; declare it under [input.properties]"),
+                    ));
+                }
+            }
+            (Some(sql.clone()), names)
+        }
+    };
+    let max_rows = raw.max_rows.unwrap_or(DEFAULT_MAX_ROWS);
+    if max_rows == 0 {
+        errors.push(src.error_at(&["max_rows"], "expected at least 1, found 0"));
+    }
+    if errors.len() > before {
+        return None;
+    }
+    Some(SqlTool {
+        url: url.map(Secret::new),
+        env_key,
+        statement,
+        params,
+        max_rows: usize::try_from(max_rows).unwrap_or(usize::MAX),
+        timeout: timeout.unwrap_or(Duration::from_secs_f64(DEFAULT_HTTP_TIMEOUT_S)),
+    })
+}
+
+/// Every `fallback_to` names another http tool, and no chain comes back on itself.
+pub fn check_fallbacks(
+    tree: &crate::config::ConfigTree,
+    tools: &BTreeMap<String, Arc<PromptTool>>,
+    errors: &mut Vec<ConfigError>,
+) {
+    for parsed in &tree.tools {
+        let Some(first) = parsed.raw.fallback_to.as_deref() else {
+            continue;
+        };
+        let src = &parsed.source;
+        match tools.get(first).map(|t| &t.kind) {
+            None if tree.broken.contains(first) => {}
+            None => {
+                let known: Vec<&str> = tools
+                    .values()
+                    .filter(|t| matches!(t.kind, ToolKind::Http(_)))
+                    .map(|t| t.name.as_str())
+                    .collect();
+                errors.push(src.error_at(
+                    &["fallback_to"],
+                    format!("no tool `{first}` in tools.d; http tools: {}", known.join(", ")),
+                ));
+                continue;
+            }
+            Some(ToolKind::Http(_)) => {}
+            Some(_) => {
+                errors.push(src.error_at(
+                    &["fallback_to"],
+                    format!("`{first}` is not an http tool; a fallback must be one"),
+                ));
+                continue;
+            }
+        }
+        let mut seen = vec![parsed.name.as_str()];
+        let mut next = Some(first);
+        while let Some(name) = next {
+            if seen.contains(&name) {
+                seen.push(name);
+                errors.push(src.error_at(
+                    &["fallback_to"],
+                    format!("fallback cycle: {}", seen.join(" → ")),
+                ));
+                break;
+            }
+            seen.push(name);
+            next = tools.get(name).and_then(|t| t.fallback_to());
+        }
+    }
 }
 
 fn compile_schema(

@@ -1,6 +1,9 @@
 //! Tool execution shared by MCP and HTTP: a prompt tool's arguments validated,
-//! rendered, routed through the gateway and its reply checked; `chat_completion`'s
-//! arguments turned into a routed request.
+//! rendered, routed through the gateway and its reply checked; REST and SQL tools run
+//! by their own modules; `chat_completion`'s arguments turned into a routed request.
+
+mod http;
+mod sql;
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -9,7 +12,7 @@ use serde_json::{Map, Value, json};
 
 use crate::chat::{ChatRequest, Message, Usage};
 use crate::hub::{Caller, Hub, Record};
-use crate::registry::Registry;
+use crate::registry::{Registry, ToolKind};
 pub use crate::registry::tools::{
     ArgumentIssue, BUILTIN_NAMES, MAX_ARGUMENT_BYTES, PromptArgumentInfo, PromptTool, issues,
 };
@@ -27,7 +30,10 @@ pub enum ToolError {
     Route(RouteError),
     #[error("no answer within {}s (the tool's timeout_s)", .0.as_secs_f64())]
     Timeout(Duration),
-    #[error("the model's reply does not match the output schema: {}", describe(.issues))]
+    /// A REST or SQL tool failed: which tool and why (keys scrubbed).
+    #[error("{0}")]
+    Failed(String),
+    #[error("the reply does not match the output schema: {}", describe(.issues))]
     InvalidOutput {
         reply: String,
         issues: Vec<ArgumentIssue>,
@@ -78,14 +84,19 @@ pub fn validate_arguments(tool: &PromptTool, args: &Value) -> Result<(), ToolErr
 /// The system and user texts for valid arguments; also what `prompts/get` returns.
 pub fn render(tool: &PromptTool, args: &Value) -> Result<(Option<String>, String), ToolError> {
     validate_arguments(tool, args)?;
-    let system = tool
-        .system
+    let ToolKind::Prompt { system, prompt } = &tool.kind else {
+        return Err(ToolError::Render(format!(
+            "`{}` calls a service; it has no prompt",
+            tool.name
+        )));
+    };
+    let system = system
         .as_ref()
         .map(|t| t.render(args))
         .transpose()
         .map_err(ToolError::Render)?
         .filter(|s| !s.trim().is_empty());
-    let prompt = tool.prompt.render(args).map_err(ToolError::Render)?;
+    let prompt = prompt.render(args).map_err(ToolError::Render)?;
     Ok((system, prompt))
 }
 
@@ -98,6 +109,14 @@ pub async fn run(
     args: &Value,
     call: &Call,
 ) -> Result<ToolOutput, ToolError> {
+    match &tool.kind {
+        ToolKind::Http(_) => return http::run(registry, tool, args).await,
+        ToolKind::Sql(sql) => {
+            validate_arguments(tool, args)?;
+            return sql::run(&tool.name, sql, args, tool.output.as_deref()).await;
+        }
+        ToolKind::Prompt { .. } => {}
+    }
     let (system, prompt) = render(tool, args)?;
     tool.availability(registry)
         .map_err(ToolError::Unavailable)?;
@@ -164,6 +183,9 @@ fn strip_fences(text: &str) -> &str {
 /// What a tool call may cost at most, for a budget's reservation: a prompt tool's model
 /// and `max_tokens`, or `chat_completion`'s own arguments.
 pub fn estimate(registry: &Registry, tool: Option<&PromptTool>, args: &Value) -> f64 {
+    if tool.is_some_and(|t| !matches!(t.kind, ToolKind::Prompt { .. })) {
+        return 0.0;
+    }
     let (model, max_tokens, template) = match tool {
         // A prompt's templates are rarely longer than this; the reservation only errs high.
         Some(t) => (t.model.clone(), t.max_tokens, 4_096),
