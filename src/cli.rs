@@ -18,7 +18,7 @@ use crate::registry::{Registry, Secret, Status};
     version,
     about = "A configuration-driven LLM gateway and MCP server",
     long_about = "A configuration-driven LLM gateway and MCP server: hub.toml and, beside it, \
-providers.d/ (LLM providers), tools.d/ (prompt tools), servers.d/ (backend MCP servers) and \
+providers.d/ (LLM providers), tools.d/ (prompt, REST and SQL tools), servers.d/ (backend MCP servers) and \
 keys.d/ (client keys), one TOML file each, hot-reloaded while serving."
 )]
 struct Cli {
@@ -708,7 +708,7 @@ fn live_health(listen: std::net::SocketAddr, key: Option<&Secret>) -> Option<Hea
 }
 
 /// The shipped configuration, so `init` writes exactly what `serve` runs in this repository.
-const STARTER: [(&str, &str); 18] = [
+const STARTER: [(&str, &str); 21] = [
     ("hub.toml", include_str!("../hub.toml")),
     (
         "providers.d/anthropic.toml",
@@ -769,6 +769,18 @@ const STARTER: [(&str, &str); 18] = [
     (
         "tools.d/translate.toml",
         include_str!("../tools.d/translate.toml"),
+    ),
+    (
+        "tools.d/web_search.toml",
+        include_str!("../tools.d/web_search.toml"),
+    ),
+    (
+        "tools.d/tavily_search.toml",
+        include_str!("../tools.d/tavily_search.toml"),
+    ),
+    (
+        "tools.d/db_query.toml",
+        include_str!("../tools.d/db_query.toml"),
     ),
     (
         "servers.d/filesystem.toml",

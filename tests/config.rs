@@ -333,7 +333,7 @@ fn check_exits_zero_with_a_summary_or_one_with_every_error() {
     assert_eq!(code, 0);
     assert!(
         out.trim_end().ends_with(
-            "ok: 11 providers (2 active), 27 models, 3 groups, 4 tools, 2 backends (0 active)"
+            "ok: 11 providers (2 active), 27 models, 3 groups, 7 tools, 2 backends (0 active)"
         ),
         "{out}"
     );

@@ -198,7 +198,8 @@ pub fn named_params(sql: &str) -> (Vec<String>, String) {
             {
                 let start = i + 1;
                 let mut end = start;
-                while end < chars.len() && (chars[end].is_ascii_alphanumeric() || chars[end] == '_') {
+                while end < chars.len() && (chars[end].is_ascii_alphanumeric() || chars[end] == '_')
+                {
                     end += 1;
                 }
                 let name: String = chars[start..end].iter().collect();
@@ -425,7 +426,11 @@ pub fn compile(
         ("auth", raw.auth.is_some(), &["http"]),
         ("result", raw.result.is_some(), &["http"]),
         ("fallback_to", raw.fallback_to.is_some(), &["http"]),
-        ("max_response_bytes", raw.max_response_bytes.is_some(), &["http"]),
+        (
+            "max_response_bytes",
+            raw.max_response_bytes.is_some(),
+            &["http"],
+        ),
         ("database_env", raw.database_env.is_some(), &["sql"]),
         ("statement", raw.statement.is_some(), &["sql"]),
         ("max_rows", raw.max_rows.is_some(), &["sql"]),
@@ -509,8 +514,10 @@ pub fn compile(
         .unwrap_or_default();
     let timeout = timeout;
     let compiled = match kind {
-        "http" => compile_http(raw, src, &declared, timeout, lookup, errors).map(|h| ToolKind::Http(Arc::new(h))),
-        "sql" => compile_sql(raw, src, &declared, timeout, lookup, errors).map(|q| ToolKind::Sql(Arc::new(q))),
+        "http" => compile_http(raw, src, &declared, timeout, lookup, errors)
+            .map(|h| ToolKind::Http(Arc::new(h))),
+        "sql" => compile_sql(raw, src, &declared, timeout, lookup, errors)
+            .map(|q| ToolKind::Sql(Arc::new(q))),
         _ => compile_prompt(raw, src, &declared, errors),
     };
     if errors.len() > before {
@@ -636,8 +643,11 @@ fn compile_http(
     }
     let body = match &raw.body {
         None => None,
-        Some(Value::String(text)) => template(src, &["body"], text, declared, errors).map(Body::Text),
-        Some(value) => json_template(src, &mut vec!["body".to_string()], value, declared, errors).map(Body::Json),
+        Some(Value::String(text)) => {
+            template(src, &["body"], text, declared, errors).map(Body::Text)
+        }
+        Some(value) => json_template(src, &mut vec!["body".to_string()], value, declared, errors)
+            .map(Body::Json),
     };
     let (auth, env_key, missing) = match &raw.auth {
         Some(a) => super::backends::build_auth(src, a, lookup, errors),
@@ -689,7 +699,13 @@ fn json_template(
                 && trimmed[2..trimmed.len() - 2].find("}}").is_none();
             if sole {
                 let expr = &trimmed[2..trimmed.len() - 2];
-                JsonTemplate::Typed(template(src, &key, &format!("{{{{ ({expr}) | tojson }}}}"), declared, errors)?)
+                JsonTemplate::Typed(template(
+                    src,
+                    &key,
+                    &format!("{{{{ ({expr}) | tojson }}}}"),
+                    declared,
+                    errors,
+                )?)
             } else if text.contains("{{") || text.contains("{%") {
                 JsonTemplate::Text(template(src, &key, text, declared, errors)?)
             } else {
@@ -744,7 +760,9 @@ fn compile_sql(
     }
     let url = lookup(&env_key);
     if let Some(u) = &url
-        && !(u.starts_with("sqlite:") || u.starts_with("postgres://") || u.starts_with("postgresql://"))
+        && !(u.starts_with("sqlite:")
+            || u.starts_with("postgres://")
+            || u.starts_with("postgresql://"))
     {
         let scheme = u.split(':').next().unwrap_or("");
         errors.push(src.error_at(
@@ -755,7 +773,10 @@ fn compile_sql(
     let free = raw.free_query == Some(true);
     let (statement, params) = match (&raw.statement, free) {
         (Some(_), true) => {
-            errors.push(src.error_at(&["free_query"], "give `statement` or `free_query = true`, not both"));
+            errors.push(src.error_at(
+                &["free_query"],
+                "give `statement` or `free_query = true`, not both",
+            ));
             (None, Vec::new())
         }
         (None, false) => {
@@ -780,7 +801,9 @@ fn compile_sql(
                 if !declared.contains(n) {
                     errors.push(src.error_at(
                         &["statement"],
-                        format!("parameter :{n} is not an argument; declare it under [input.properties]"),
+                        format!(
+                            "parameter :{n} is not an argument; declare it under [input.properties]"
+                        ),
                     ));
                 }
             }
@@ -825,7 +848,10 @@ pub fn check_fallbacks(
                     .collect();
                 errors.push(src.error_at(
                     &["fallback_to"],
-                    format!("no tool `{first}` in tools.d; http tools: {}", known.join(", ")),
+                    format!(
+                        "no tool `{first}` in tools.d; http tools: {}",
+                        known.join(", ")
+                    ),
                 ));
                 continue;
             }

@@ -56,7 +56,11 @@ struct Answer {
     cut: bool,
 }
 
-pub async fn run(registry: &Registry, tool: &PromptTool, args: &Value) -> Result<ToolOutput, ToolError> {
+pub async fn run(
+    registry: &Registry,
+    tool: &PromptTool,
+    args: &Value,
+) -> Result<ToolOutput, ToolError> {
     validate_arguments(tool, args)?;
     let mut tried = Vec::new();
     for t in tool.fallback_chain(registry) {
@@ -77,9 +81,14 @@ pub async fn run(registry: &Registry, tool: &PromptTool, args: &Value) -> Result
         match call(http, args).await {
             Ok(answer) => return finish(t, http, args, answer),
             Err(Failure::Final(why)) => {
-                return Err(ToolError::Failed(scrub(&format!("tool `{}`: {why}", t.name), secret)));
+                return Err(ToolError::Failed(scrub(
+                    &format!("tool `{}`: {why}", t.name),
+                    secret,
+                )));
             }
-            Err(Failure::Retryable(why)) => tried.push(scrub(&format!("{}: {why}", t.name), secret)),
+            Err(Failure::Retryable(why)) => {
+                tried.push(scrub(&format!("{}: {why}", t.name), secret))
+            }
         }
     }
     Err(ToolError::Failed(format!(
@@ -107,8 +116,9 @@ async fn call(http: &HttpTool, args: &Value) -> Result<Answer, Failure> {
             .map_err(|e| Failure::Final(format!("cannot render {what}: {e}")))
     };
     let url_text = render("url", &http.url)?;
-    let mut url = reqwest::Url::parse(url_text.trim())
-        .map_err(|e| Failure::Final(format!("the rendered url \"{url_text}\" is not a URL: {e}")))?;
+    let mut url = reqwest::Url::parse(url_text.trim()).map_err(|e| {
+        Failure::Final(format!("the rendered url \"{url_text}\" is not a URL: {e}"))
+    })?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(Failure::Final(format!(
             "the rendered url must be http or https, found `{}`",
@@ -164,7 +174,11 @@ async fn call(http: &HttpTool, args: &Value) -> Result<Answer, Failure> {
     let text = String::from_utf8_lossy(&bytes).into_owned();
     let snippet = || {
         let s: String = text.chars().take(ERROR_SNIPPET).collect();
-        if s.is_empty() { String::new() } else { format!(": {s}") }
+        if s.is_empty() {
+            String::new()
+        } else {
+            format!(": {s}")
+        }
     };
     match status {
         200..=299 => Ok(Answer { status, text, cut }),
@@ -193,7 +207,12 @@ async fn read_capped(response: reqwest::Response, cap: usize) -> Result<(Vec<u8>
     Ok((body, false))
 }
 
-fn finish(tool: &PromptTool, http: &HttpTool, args: &Value, answer: Answer) -> Result<ToolOutput, ToolError> {
+fn finish(
+    tool: &PromptTool,
+    http: &HttpTool,
+    args: &Value,
+    answer: Answer,
+) -> Result<ToolOutput, ToolError> {
     let response: Value = if answer.cut {
         Value::Null
     } else {
@@ -205,8 +224,9 @@ fn finish(tool: &PromptTool, http: &HttpTool, args: &Value, answer: Answer) -> R
             context.insert("response".into(), response.clone());
             context.insert("text".into(), json!(answer.text));
             context.insert("status".into(), json!(answer.status));
-            t.render(&Value::Object(context))
-                .map_err(|e| ToolError::Failed(format!("tool `{}`: cannot render result: {e}", tool.name)))?
+            t.render(&Value::Object(context)).map_err(|e| {
+                ToolError::Failed(format!("tool `{}`: cannot render result: {e}", tool.name))
+            })?
         }
         None => answer.text.clone(),
     };

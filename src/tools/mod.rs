@@ -12,10 +12,10 @@ use serde_json::{Map, Value, json};
 
 use crate::chat::{ChatRequest, Message, Usage};
 use crate::hub::{Caller, Hub, Record};
-use crate::registry::{Registry, ToolKind};
 pub use crate::registry::tools::{
     ArgumentIssue, BUILTIN_NAMES, MAX_ARGUMENT_BYTES, PromptArgumentInfo, PromptTool, issues,
 };
+use crate::registry::{Registry, ToolKind};
 use crate::route::{self, RouteError};
 
 #[derive(Debug, thiserror::Error)]

@@ -30,12 +30,18 @@ pub async fn run(
     output: Option<&jsonschema::Validator>,
 ) -> Result<ToolOutput, ToolError> {
     let Some(url) = &tool.url else {
-        return Err(ToolError::Unavailable(format!("{} is not set", tool.env_key)));
+        return Err(ToolError::Unavailable(format!(
+            "{} is not set",
+            tool.env_key
+        )));
     };
     let (sql, names) = match &tool.statement {
         Some(statement) => (statement.clone(), tool.params.clone()),
         None => (
-            args.get("query").and_then(Value::as_str).unwrap_or_default().to_string(),
+            args.get("query")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
             Vec::new(),
         ),
     };
@@ -59,7 +65,8 @@ pub async fn run(
         .unwrap_or_else(|_| Err(format!("no answer within {}s", tool.timeout.as_secs_f64())))
     };
     let rows = found.map_err(|e| ToolError::Failed(format!("tool `{name}`: {e}")))?;
-    let structured = json!({"columns": rows.columns, "rows": rows.rows, "truncated": rows.truncated});
+    let structured =
+        json!({"columns": rows.columns, "rows": rows.rows, "truncated": rows.truncated});
     if let Some(validator) = output {
         let found = issues(validator, &structured);
         if !found.is_empty() {
@@ -132,9 +139,14 @@ fn sqlite(
     conn.set_limit(Limit::SQLITE_LIMIT_ATTACHED, 0);
     // Reads only: anything that writes, attaches, changes a pragma or loads code is denied.
     conn.authorizer(Some(|ctx: AuthContext<'_>| match ctx.action {
-        AuthAction::Select | AuthAction::Read { .. } | AuthAction::Recursive => Authorization::Allow,
+        AuthAction::Select | AuthAction::Read { .. } | AuthAction::Recursive => {
+            Authorization::Allow
+        }
         AuthAction::Function { function_name } => {
-            if matches!(function_name, "load_extension" | "fts3_tokenizer" | "writefile" | "edit") {
+            if matches!(
+                function_name,
+                "load_extension" | "fts3_tokenizer" | "writefile" | "edit"
+            ) {
                 Authorization::Deny
             } else {
                 Authorization::Allow
@@ -255,7 +267,10 @@ async fn postgres(
     .await
     .map_err(db_error)?;
     // A query takes the transaction's snapshot: `SET TRANSACTION READ WRITE` fails after it.
-    sqlx::query("SELECT 1").execute(&mut *tx).await.map_err(db_error)?;
+    sqlx::query("SELECT 1")
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
     // Every column as JSON text, whatever its type; the statement stays one prepared
     // statement, so a second one after `;` is a syntax error, not a second query.
     let (_, numbered) = named_params(sql);
@@ -296,7 +311,12 @@ async fn postgres(
     objects.truncate(max_rows);
     let rows = objects
         .into_iter()
-        .map(|o| columns.iter().map(|c| o.get(c).cloned().unwrap_or(Value::Null)).collect())
+        .map(|o| {
+            columns
+                .iter()
+                .map(|c| o.get(c).cloned().unwrap_or(Value::Null))
+                .collect()
+        })
         .collect();
     Ok(Rows {
         columns,
@@ -317,7 +337,10 @@ fn json_keys_in_order(text: &str) -> Vec<String> {
                 fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                     f.write_str("an object")
                 }
-                fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Keys, A::Error> {
+                fn visit_map<A: serde::de::MapAccess<'de>>(
+                    self,
+                    mut map: A,
+                ) -> Result<Keys, A::Error> {
                     let mut keys = Vec::new();
                     while let Some((k, _)) = map.next_entry::<String, serde::de::IgnoredAny>()? {
                         keys.push(k);
@@ -328,5 +351,7 @@ fn json_keys_in_order(text: &str) -> Vec<String> {
             d.deserialize_map(V)
         }
     }
-    serde_json::from_str::<Keys>(text).map(|k| k.0).unwrap_or_default()
+    serde_json::from_str::<Keys>(text)
+        .map(|k| k.0)
+        .unwrap_or_default()
 }
