@@ -512,7 +512,6 @@ pub fn compile(
         .and_then(Value::as_object)
         .map(|p| p.keys().cloned().collect())
         .unwrap_or_default();
-    let timeout = timeout;
     let compiled = match kind {
         "http" => compile_http(raw, src, &declared, timeout, lookup, errors)
             .map(|h| ToolKind::Http(Arc::new(h))),
