@@ -30,6 +30,8 @@ pub fn fixture(path: &str) -> String {
 #[derive(Debug, Clone)]
 pub struct Seen {
     pub path: String,
+    /// The query string, `""` when there is none.
+    pub query: String,
     pub headers: HeaderMap,
     pub body: Value,
     pub at: Instant,
@@ -68,6 +70,7 @@ impl Mock {
                     let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
                     seen.lock().expect("lock").push(Seen {
                         path: parts.uri.path().to_string(),
+                        query: parts.uri.query().unwrap_or("").to_string(),
                         headers: parts.headers,
                         body: body.clone(),
                         at: Instant::now(),
