@@ -257,7 +257,8 @@ pub fn call(
                         .collect();
                     json!({
                         "name": t.name,
-                        "description": t.description,
+                        "kind": t.kind.name(),
+                        "description": t.offered_description(registry),
                         "model": t.model.as_deref().or(registry.settings.default_model.as_deref()),
                         "active": availability.is_ok(),
                         "reason": availability.err(),
