@@ -4,6 +4,7 @@
 pub mod anthropic;
 pub mod echo;
 pub mod gemini;
+pub mod messages;
 pub mod openai;
 pub mod sse;
 pub mod tokens;
