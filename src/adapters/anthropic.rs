@@ -316,7 +316,8 @@ pub fn finish_reason(stop_reason: Option<&str>, json_mode: bool) -> &'static str
     }
 }
 
-fn usage(u: &Value) -> Value {
+/// Anthropic's usage → OpenAI's (input counts cache reads and writes, as OpenAI's does).
+pub fn usage(u: &Value) -> Value {
     let n = |k: &str| u.get(k).and_then(Value::as_u64).unwrap_or(0);
     let prompt =
         n("input_tokens") + n("cache_creation_input_tokens") + n("cache_read_input_tokens");

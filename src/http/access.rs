@@ -25,6 +25,15 @@ pub async fn require_key(
             request.extensions_mut().insert(principal);
             next.run(request).await
         }
+        // Anthropic SDK clients read Anthropic's error shape.
+        Err(e) if request.uri().path().starts_with("/v1/messages") => {
+            let status = e.status.as_u16();
+            super::messages::error(
+                status,
+                crate::adapters::messages::error_type(status),
+                &e.message,
+            )
+        }
         Err(e) => e.into_response(),
     }
 }

@@ -4,6 +4,7 @@
 mod access;
 mod error;
 mod mcp_http;
+mod messages;
 mod tools;
 mod usage;
 
@@ -48,6 +49,8 @@ pub fn router(hub: Arc<Hub>, mcp: Arc<Mcp>, mcp_cancel: CancellationToken) -> Ro
         .route("/v1/usage", get(usage::report))
         .route("/v1/count_tokens", post(usage::count_tokens))
         .route("/v1/usage/requests", get(usage::requests))
+        .route("/v1/messages", post(messages::create))
+        .route("/v1/messages/count_tokens", post(messages::count_tokens))
         .route_layer(keyed.clone());
     let endpoint = |profile: Option<String>| {
         mcp_http::endpoint(
@@ -247,6 +250,7 @@ async fn answer_chat(
         match route::chat_stream(hub, registry, &request).await {
             Ok(answer) => {
                 let meter = usage::Meter::new(
+                    "chat",
                     hub.clone(),
                     registry.clone(),
                     caller,

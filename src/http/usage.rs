@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::error::{ApiError, route_error_response};
-use crate::chat::{ChunkStream, Completion, ProviderError, Usage};
+use crate::chat::{Completion, ProviderError, Usage};
 use crate::hub::{Caller, Hub, Record};
 use crate::registry::{Principal, Registry};
 use crate::route::{Answer, RouteError};
@@ -32,17 +32,22 @@ pub fn record_answer(
     answer: &Answer<Completion>,
     started: Instant,
 ) {
-    let mut record = answered(caller, requested, answer);
+    let mut record = answered("chat", caller, requested, answer);
     record.usage = Usage::of_completion(&answer.value.body).unwrap_or_default();
     record.latency = started.elapsed();
     hub.record(registry, record);
 }
 
-/// The record of an answered chat request, before its usage and timings are known.
-fn answered<T>(caller: Caller, requested: String, answer: &Answer<T>) -> Record {
+/// The record of an answered request, before its usage and timings are known.
+pub fn answered<T>(
+    surface: &'static str,
+    caller: Caller,
+    requested: String,
+    answer: &Answer<T>,
+) -> Record {
     let tries = answer.tries();
     Record {
-        surface: "chat",
+        surface,
         caller,
         requested,
         provider: answer.target.provider.clone(),
@@ -68,6 +73,21 @@ pub fn record_failure(
     error: RouteError,
     started: Instant,
 ) -> Response {
+    let (record, response) = failure("chat", caller, requested, streamed, error, started);
+    hub.record(registry, record);
+    response
+}
+
+/// A routing failure's ledger record and its OpenAI-shaped response (whose status the
+/// record carries).
+pub fn failure(
+    surface: &'static str,
+    caller: Caller,
+    requested: String,
+    streamed: bool,
+    error: RouteError,
+    started: Instant,
+) -> (Record, Response) {
     let (provider, model) = error
         .last_target()
         .map(|(p, m)| (p.to_string(), m.to_string()))
@@ -76,25 +96,22 @@ pub fn record_failure(
     let message = error.to_string();
     let tries = error.tries();
     let response = route_error_response(error);
-    hub.record(
-        registry,
-        Record {
-            surface: "chat",
-            caller,
-            requested,
-            provider,
-            model,
-            status: response.status().as_u16(),
-            attempts: tried,
-            streamed,
-            usage: Usage::default(),
-            latency: started.elapsed(),
-            ttft: None,
-            error: Some(message),
-            tries,
-        },
-    );
-    response
+    let record = Record {
+        surface,
+        caller,
+        requested,
+        provider,
+        model,
+        status: response.status().as_u16(),
+        attempts: tried,
+        streamed,
+        usage: Usage::default(),
+        latency: started.elapsed(),
+        ttft: None,
+        error: Some(message),
+        tries,
+    };
+    (record, response)
 }
 
 /// Watches a stream on its way to the client and records it once, however it ends.
@@ -107,18 +124,20 @@ pub struct Meter {
 }
 
 impl Meter {
-    pub fn new(
+    #[allow(clippy::too_many_arguments)]
+    pub fn new<T>(
+        surface: &'static str,
         hub: Arc<Hub>,
         registry: Arc<Registry>,
         caller: Caller,
         requested: String,
-        answer: &Answer<ChunkStream>,
+        answer: &Answer<T>,
         started: Instant,
         client_wants_usage: bool,
     ) -> Meter {
         let record = Some(Record {
             streamed: true,
-            ..answered(caller, requested, answer)
+            ..answered(surface, caller, requested, answer)
         });
         Meter {
             hub,
@@ -126,6 +145,17 @@ impl Meter {
             record,
             started,
             client_wants_usage,
+        }
+    }
+
+    /// A meter for a record made by the caller (streamed, with its surface).
+    pub fn of(hub: Arc<Hub>, registry: Arc<Registry>, record: Record, started: Instant) -> Meter {
+        Meter {
+            hub,
+            registry,
+            record: Some(record),
+            started,
+            client_wants_usage: true,
         }
     }
 
@@ -154,6 +184,19 @@ impl Meter {
             return self.client_wants_usage || !usage_only;
         }
         true
+    }
+
+    /// Notes the usage and first byte of a stream read by someone else (Anthropic's
+    /// own events, passed through as they came).
+    pub fn observe(&mut self, usage: Option<Usage>) {
+        if let Some(record) = self.record.as_mut() {
+            if record.ttft.is_none() {
+                record.ttft = Some(self.started.elapsed());
+            }
+            if let Some(u) = usage {
+                record.usage = u;
+            }
+        }
     }
 
     pub fn failed(&mut self, error: &ProviderError) {

@@ -199,26 +199,103 @@ pub async fn chat_stream(
 ) -> Result<Answer<ChunkStream>, RouteError> {
     let address = address(registry, request)?;
     run(hub, registry, address, |provider, model| async move {
-        let mut stream = adapters::chat_stream(Call {
+        let stream = adapters::chat_stream(Call {
             http: &hub.http,
             provider: &provider,
             model: &model,
             request: request.clone(),
         })
         .await?;
-        match stream.next().await {
-            Some(Err(e)) => Err(e),
-            Some(Ok(first)) => {
-                let rest: ChunkStream =
-                    Box::pin(futures_util::stream::once(async move { Ok(first) }).chain(stream));
-                Ok(rest)
-            }
-            None => Err(ProviderError::Protocol(
-                "the stream ended before its first chunk".to_string(),
-            )),
-        }
+        first_chunk(stream).await
     })
     .await
+}
+
+/// What answered a Messages API request: an Anthropic provider, natively (its body or
+/// its event stream, bytes as they came), or another provider in the canonical shape.
+pub enum MessagesReply {
+    NativeBody(Bytes),
+    /// The provider's server-sent events as raw bytes (the same stream type as chunks).
+    NativeStream(ChunkStream),
+    Completion(Completion),
+    Chunks(ChunkStream),
+}
+
+/// Sends a Messages API request down its chain: Anthropic targets get `body` as it came
+/// (thinking blocks, signatures, cache_control and unknown fields intact), others the
+/// translated `request`. A stream counts as answering once its first bytes arrive.
+pub async fn messages(
+    hub: &Hub,
+    registry: &Registry,
+    body: &serde_json::Value,
+    request: &ChatRequest,
+    version: Option<&str>,
+    beta: Option<&str>,
+) -> Result<Answer<MessagesReply>, RouteError> {
+    let address = address(registry, request)?;
+    let stream = request.is_stream();
+    run(hub, registry, address, |provider, model| async move {
+        let call = Call {
+            http: &hub.http,
+            provider: &provider,
+            model: &model,
+            request: request.clone(),
+        };
+        if provider.adapter != crate::config::AdapterKind::Anthropic {
+            return if stream {
+                first_chunk(adapters::chat_stream(call).await?)
+                    .await
+                    .map(MessagesReply::Chunks)
+            } else {
+                adapters::chat(call).await.map(MessagesReply::Completion)
+            };
+        }
+        let response = adapters::messages::native(&call, body, version, beta, stream).await?;
+        let timeout = provider.timeout;
+        if !stream {
+            let bytes = adapters::wire::body(response, timeout).await?;
+            return Ok(MessagesReply::NativeBody(adapters::wire::scrub(
+                bytes, &provider,
+            )));
+        }
+        let key = provider.key.clone();
+        let raw = response.bytes_stream();
+        // Each piece must come within the provider's timeout, as the SSE driver's events do.
+        let bytes: ChunkStream = Box::pin(futures_util::stream::unfold(
+            (raw, key),
+            move |(mut raw, key)| async move {
+                match tokio::time::timeout(timeout, raw.next()).await {
+                    Ok(Some(Ok(b))) => {
+                        let b = match &key {
+                            Some(k) => crate::chat::scrub_bytes(b, k.expose()),
+                            None => b,
+                        };
+                        Some((Ok(b), (raw, key)))
+                    }
+                    Ok(Some(Err(e))) => {
+                        Some((Err(adapters::wire::transport_error(e, timeout)), (raw, key)))
+                    }
+                    Ok(None) => None,
+                    Err(_) => Some((Err(ProviderError::Timeout(timeout)), (raw, key))),
+                }
+            },
+        ));
+        first_chunk(bytes).await.map(MessagesReply::NativeStream)
+    })
+    .await
+}
+
+/// Waits for a stream's first item, so that a failure before it can still fall back.
+async fn first_chunk(mut stream: ChunkStream) -> Result<ChunkStream, ProviderError> {
+    match stream.next().await {
+        Some(Err(e)) => Err(e),
+        Some(Ok(first)) => Ok(Box::pin(
+            futures_util::stream::once(async move { Ok(first) }).chain(stream),
+        )),
+        None => Err(ProviderError::Protocol(
+            "the stream ended before its first chunk".to_string(),
+        )),
+    }
 }
 
 /// A token count for a request, and whose tokenizer made it.
