@@ -267,3 +267,101 @@ async fn gemini_streams_translate_back() {
         "{out}"
     );
 }
+
+/// Anthropic Messages requests (as the SDKs send them) into the canonical shape, and on
+/// to Gemini's wire format (tool schemas cleaned for Gemini on the way).
+#[test]
+fn messages_requests_translate_to_openai_and_gemini() {
+    use llmhub::adapters::messages;
+    for name in ["chat", "tools"] {
+        let body: Value = serde_json::from_str(&read(
+            &root().join(format!("fixtures/anthropic/{name}.request.json")),
+        ))
+        .expect("json");
+        let canonical = messages::to_chat(&body).expect(name);
+        golden(
+            &format!("messages/{name}.request.openai.json"),
+            &pretty(&serde_json::to_value(&canonical).expect("json")),
+        );
+        let wire = gemini::to_wire(&canonical, "gemini-2.5-flash").expect(name);
+        golden(
+            &format!("messages/{name}.request.gemini.json"),
+            &pretty(&wire),
+        );
+    }
+}
+
+#[test]
+fn openai_and_gemini_replies_translate_to_messages() {
+    use llmhub::adapters::messages;
+    let openai: Value =
+        serde_json::from_str(&read(&root().join("fixtures/openai/chat.response.json")))
+            .expect("json");
+    golden(
+        "messages/openai.chat.response.json",
+        &pretty(&messages::from_completion(
+            &openai,
+            &[],
+            "openai/gpt-4o-mini",
+        )),
+    );
+    for fixture in ["chat", "tools"] {
+        let reply: Value = serde_json::from_str(&read(
+            &root().join(format!("fixtures/gemini/{fixture}.response.json")),
+        ))
+        .expect("json");
+        let completion = gemini::from_wire(&reply, "gemini-2.5-flash", CREATED).expect(fixture);
+        let mut message = messages::from_completion(&completion, &[], "gemini/gemini-2.5-flash");
+        message["id"] = Value::from("msg_golden");
+        golden(
+            &format!("messages/gemini.{fixture}.response.json"),
+            &pretty(&message),
+        );
+    }
+}
+
+/// OpenAI chunks → Anthropic events, with the random message id fixed.
+fn to_events(chunks: &str) -> String {
+    use llmhub::adapters::messages::EventWriter;
+    let mut writer = EventWriter::new("gateway-model", 15, Vec::new());
+    let mut frames = Vec::new();
+    for line in chunks.lines().filter(|l| !l.trim().is_empty()) {
+        frames.extend(writer.chunk(line.as_bytes()));
+    }
+    frames.extend(writer.finish());
+    let mut out = String::new();
+    for frame in frames {
+        let text = String::from_utf8_lossy(&frame).into_owned();
+        let (name, data) = text.trim_end().split_once('\n').expect("event and data");
+        let mut data: Value =
+            serde_json::from_str(data.trim_start_matches("data: ")).expect("data json");
+        if data["type"] == "message_start" {
+            data["message"]["id"] = Value::from("msg_golden");
+        }
+        out.push_str(&format!("{name}\ndata: {data}\n\n"));
+    }
+    out
+}
+
+#[tokio::test]
+async fn openai_and_gemini_streams_translate_to_messages_events() {
+    let openai: String = read(&root().join("fixtures/openai/chat.stream.sse"))
+        .split("\n\n")
+        .filter_map(|e| e.trim().strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .map(|d| format!("{d}\n"))
+        .collect();
+    golden("messages/openai.chat.stream.sse", &to_events(&openai));
+    for fixture in ["chat.stream", "tools.stream"] {
+        let sse = read(&root().join(format!("fixtures/gemini/{fixture}.sse")));
+        let chunks = translate_stream(
+            &sse,
+            gemini::StreamTranslator::new("gemini-2.5-flash", true, CREATED),
+        )
+        .await;
+        golden(
+            &format!("messages/gemini.{fixture}.sse"),
+            &to_events(&chunks),
+        );
+    }
+}

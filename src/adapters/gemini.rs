@@ -193,21 +193,33 @@ pub fn to_wire(request: &ChatRequest, model: &str) -> Result<Value, ProviderErro
 /// JSON Schema → Gemini's OpenAPI-subset schema: keywords it rejects are dropped and
 /// `"type": ["T", "null"]` becomes `"type": "T", "nullable": true`.
 pub fn schema_to_wire(schema: &Value) -> Value {
-    const DROP: [&str; 6] = [
-        "additionalProperties",
-        "$schema",
-        "$id",
-        "$comment",
-        "strict",
-        "examples",
+    /// The OpenAPI subset Gemini accepts; any other keyword is refused with a 400, so
+    /// it is dropped (clients such as Claude Code send `$schema`, `propertyNames`, …).
+    const KEEP: [&str; 19] = [
+        "type",
+        "format",
+        "description",
+        "nullable",
+        "enum",
+        "properties",
+        "required",
+        "items",
+        "minItems",
+        "maxItems",
+        "minimum",
+        "maximum",
+        "anyOf",
+        "title",
+        "minLength",
+        "maxLength",
+        "pattern",
+        "propertyOrdering",
+        "default",
     ];
     match schema {
         Value::Object(o) => {
             let mut out = Map::new();
             for (k, v) in o {
-                if DROP.contains(&k.as_str()) {
-                    continue;
-                }
                 match (k.as_str(), v) {
                     ("properties", Value::Object(props)) => {
                         let props: Map<String, Value> = props
@@ -229,11 +241,22 @@ pub fn schema_to_wire(schema: &Value) -> Value {
                             real.first().map_or(json!("string"), |t| (*t).clone()),
                         );
                     }
-                    ("items" | "anyOf" | "oneOf" | "allOf", _) => {
-                        out.insert(k.clone(), schema_to_wire(v));
+                    // `oneOf` means the same to a model; Gemini knows only `anyOf`.
+                    ("items" | "anyOf" | "oneOf", _) => {
+                        let key = if k == "oneOf" { "anyOf" } else { k.as_str() };
+                        out.insert(key.to_string(), schema_to_wire(v));
                     }
-                    _ => {
+                    ("const", c) => {
+                        out.insert("enum".into(), json!([c]));
+                    }
+                    (key, _) if KEEP.contains(&key) => {
                         out.insert(k.clone(), v.clone());
+                    }
+                    (key, _) => {
+                        tracing::debug!(
+                            keyword = key,
+                            "dropped a JSON Schema keyword Gemini refuses"
+                        );
                     }
                 }
             }
@@ -588,6 +611,27 @@ impl Translator for StreamTranslator {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tool_schemas_keep_only_what_gemini_accepts() {
+        // As Claude Code sends a tool's input_schema.
+        let schema = json!({"$schema": "http://json-schema.org/draft-07/schema#", "type": "object",
+            "additionalProperties": false, "propertyNames": {"pattern": "^[a-z]+$"},
+            "properties": {
+                "path": {"type": "string", "description": "file"},
+                "limit": {"type": ["integer", "null"], "exclusiveMinimum": 0},
+                "mode": {"const": "fast"},
+                "target": {"oneOf": [{"type": "string"}, {"type": "number"}]}},
+            "required": ["path"]});
+        assert_eq!(
+            schema_to_wire(&schema),
+            json!({"type": "object", "required": ["path"], "properties": {
+                "path": {"type": "string", "description": "file"},
+                "limit": {"type": "integer", "nullable": true},
+                "mode": {"enum": ["fast"]},
+                "target": {"anyOf": [{"type": "string"}, {"type": "number"}]}}})
+        );
+    }
 
     #[test]
     fn nullable_types_and_unsupported_keywords_are_rewritten() {
