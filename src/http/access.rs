@@ -80,6 +80,39 @@ fn presented_key(headers: &HeaderMap) -> Option<&str> {
         .map(str::trim)
 }
 
+/// `GET /v1/keys`: names, projects, limits and spend against budget, never key
+/// material; a client key sees itself only.
+pub async fn list_keys(
+    State(hub): State<Arc<Hub>>,
+    axum::Extension(principal): axum::Extension<Principal>,
+) -> Response {
+    let registry = hub.snapshot();
+    let data: Vec<serde_json::Value> = registry
+        .keys
+        .by_name
+        .values()
+        .filter(|k| principal.key().is_none_or(|own| own.name == k.name))
+        .map(|k| {
+            let (day, month) = hub.limiter.key_spend(&k.name);
+            let l = &k.limits;
+            serde_json::json!({
+                "name": k.name,
+                "project": k.project,
+                "description": k.description,
+                "models": k.models.patterns(),
+                "tools": k.tools.patterns(),
+                "rpm": l.rpm,
+                "tpm": l.tpm,
+                "max_parallel": l.max_parallel,
+                "budget_usd": {"day": l.budget.day, "month": l.budget.month},
+                "spent_usd": {"day": day, "month": month},
+                "expires": k.expires.as_ref().map(|(_, on)| on),
+            })
+        })
+        .collect();
+    axum::Json(serde_json::json!({"object": "list", "data": data})).into_response()
+}
+
 pub fn model_not_allowed(principal: &Principal, model: &str) -> ApiError {
     let patterns = principal
         .key()

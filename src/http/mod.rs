@@ -2,6 +2,7 @@
 //! Only this module knows axum.
 
 mod access;
+mod console;
 mod error;
 mod mcp_http;
 mod messages;
@@ -49,6 +50,7 @@ pub fn router(hub: Arc<Hub>, mcp: Arc<Mcp>, mcp_cancel: CancellationToken) -> Ro
         .route("/v1/usage", get(usage::report))
         .route("/v1/count_tokens", post(usage::count_tokens))
         .route("/v1/usage/requests", get(usage::requests))
+        .route("/v1/keys", get(access::list_keys))
         .route("/v1/messages", post(messages::create))
         .route("/v1/messages/count_tokens", post(messages::count_tokens))
         .route_layer(keyed.clone());
@@ -70,6 +72,10 @@ pub fn router(hub: Arc<Hub>, mcp: Arc<Mcp>, mcp_cancel: CancellationToken) -> Ro
         .merge(api)
         .merge(mcp_routes)
         .route("/health", get(health))
+        .route("/ui", get(console::index))
+        .route("/ui/", get(console::index))
+        .route("/ui/app.js", get(console::script))
+        .route("/ui/app.css", get(console::style))
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -387,7 +393,11 @@ fn model_objects(registry: &Registry) -> Vec<serde_json::Value> {
     let mut data = Vec::new();
     for p in registry.providers.values().filter(|p| p.is_active()) {
         for m in &p.models {
-            data.push(json!({"id": format!("{}/{}", p.name, m.id), "object": "model", "created": created, "owned_by": p.name}));
+            // OpenAI's fields, then llmhub's own (clients ignore what they do not know).
+            data.push(json!({"id": format!("{}/{}", p.name, m.id), "object": "model", "created": created, "owned_by": p.name,
+                "context_window": m.context_tokens, "max_output_tokens": m.max_output_tokens,
+                "pricing": {"input_per_1m": m.cost_input_per_1m, "cached_input_per_1m": m.cost_cached_input_per_1m,
+                            "output_per_1m": m.cost_output_per_1m, "cache_write_per_1m": m.cost_cache_write_per_1m}}));
         }
     }
     for (name, _) in registry.usable_groups() {

@@ -36,7 +36,13 @@ pub async fn list(
             })
         })
         .collect();
-    axum::Json(json!({"object": "list", "data": data})).into_response()
+    // The MCP built-ins, for clients (the console) that show everything MCP serves.
+    let builtin: Vec<&str> = crate::tools::BUILTIN_NAMES
+        .iter()
+        .copied()
+        .filter(|n| principal.allows_tool(n))
+        .collect();
+    axum::Json(json!({"object": "list", "data": data, "builtin": builtin})).into_response()
 }
 
 pub async fn call(

@@ -294,6 +294,7 @@ impl Hub {
                     adapter: p.adapter.as_str().to_string(),
                     models: p.models.len(),
                     circuit: self.breakers.view(&p.name, now),
+                    fallback_to: p.fallback_to.clone(),
                 };
                 (p.name.clone(), view)
             })
@@ -323,6 +324,20 @@ impl Hub {
             }),
             providers: Some(providers),
             groups: Some(registry.groups.keys().cloned().collect()),
+            chains: Some(
+                registry
+                    .groups
+                    .keys()
+                    .map(|g| {
+                        let chain = registry.chain(g).unwrap_or_default();
+                        let chain = chain
+                            .iter()
+                            .map(|t| format!("{}/{}", t.provider, t.model))
+                            .collect();
+                        (g.clone(), chain)
+                    })
+                    .collect(),
+            ),
             backends: Some(
                 self.backends_report
                     .lock()
@@ -561,6 +576,9 @@ pub struct Health {
     pub providers: Option<BTreeMap<String, ProviderHealth>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub groups: Option<Vec<String>>,
+    /// Each group's chain: its targets, each followed by its fallbacks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chains: Option<BTreeMap<String, Vec<String>>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backends: Option<BTreeMap<String, BackendHealth>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -576,6 +594,7 @@ impl Health {
             config: None,
             providers: None,
             groups: None,
+            chains: None,
             backends: None,
             ledger: None,
             limits: None,
@@ -615,6 +634,8 @@ pub struct ProviderHealth {
     pub adapter: String,
     pub models: usize,
     pub circuit: BreakerView,
+    #[serde(default)]
+    pub fallback_to: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

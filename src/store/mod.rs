@@ -643,10 +643,12 @@ pub enum Period {
     Week,
     Month,
     All,
+    /// The last 30 days, today included (the console's charts).
+    Days30,
 }
 
 impl Period {
-    pub const NAMES: [&'static str; 4] = ["day", "week", "month", "all"];
+    pub const NAMES: [&'static str; 5] = ["day", "week", "month", "all", "30d"];
 
     pub fn parse(s: &str) -> Option<Period> {
         match s {
@@ -654,6 +656,7 @@ impl Period {
             "week" => Some(Period::Week),
             "month" => Some(Period::Month),
             "all" => Some(Period::All),
+            "30d" => Some(Period::Days30),
             _ => None,
         }
     }
@@ -668,6 +671,7 @@ impl Period {
                 Some(format!("{}-01", &today[..7]))
             }
             Period::All => None,
+            Period::Days30 => Some(civil_date(today_days - 29)),
         }
     }
 }
