@@ -8,10 +8,10 @@ mod common;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use chromiumoxide::Page;
 use chromiumoxide::browser::{Browser, BrowserConfig};
 use chromiumoxide::cdp::browser_protocol::emulation::SetDeviceMetricsOverrideParams;
 use chromiumoxide::page::ScreenshotParams;
-use chromiumoxide::Page;
 use common::*;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
@@ -75,7 +75,10 @@ async fn wait_for(page: &Page, js: &str, what: &str) -> Value {
         if truthy {
             return value;
         }
-        assert!(Instant::now() < deadline, "timed out waiting for {what} ({js})");
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what} ({js})"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -140,7 +143,11 @@ async fn the_console_shows_the_running_gateway_and_stays_live() {
     let up = upstream().await;
     let cfg = config(&up);
     let server = Server::start_watching(&cfg).await;
-    for (model, project) in [("up/priced", "search"), ("up/priced", "search"), ("echo", "ops")] {
+    for (model, project) in [
+        ("up/priced", "search"),
+        ("up/priced", "search"),
+        ("echo", "ops"),
+    ] {
         let r = server
             .client
             .post(format!("{}/v1/chat/completions", server.url))
@@ -162,68 +169,196 @@ async fn the_console_shows_the_running_gateway_and_stays_live() {
         .expect("open /ui");
 
     // No key: the login, and no data in the page.
-    wait_for(&page, "!document.querySelector('#login').hidden", "the login form").await;
-    assert_eq!(eval(&page, "document.querySelector('#app').hidden").await, json!(true));
-    assert_eq!(eval(&page, "document.querySelectorAll('#providers tbody tr').length").await, json!(0));
+    wait_for(
+        &page,
+        "!document.querySelector('#login').hidden",
+        "the login form",
+    )
+    .await;
+    assert_eq!(
+        eval(&page, "document.querySelector('#app').hidden").await,
+        json!(true)
+    );
+    assert_eq!(
+        eval(
+            &page,
+            "document.querySelectorAll('#providers tbody tr').length"
+        )
+        .await,
+        json!(0)
+    );
     screenshot(&page, "login").await;
 
     // A wrong key: still the login, saying the key was refused.
     eval(&page, "document.querySelector('#login-key').value = 'wrong'; document.querySelector('#login-submit').click(); true").await;
-    wait_for(&page, "document.querySelector('#login-message').textContent.includes('refused')", "the refusal").await;
-    assert_eq!(eval(&page, "document.querySelector('#app').hidden").await, json!(true));
+    wait_for(
+        &page,
+        "document.querySelector('#login-message').textContent.includes('refused')",
+        "the refusal",
+    )
+    .await;
+    assert_eq!(
+        eval(&page, "document.querySelector('#app').hidden").await,
+        json!(true)
+    );
 
     // The right key: the data, and the key only in session storage.
     eval(&page, &format!("document.querySelector('#login-key').value = '{ADMIN}'; document.querySelector('#login-submit').click(); true")).await;
-    wait_for(&page, "document.querySelectorAll('#providers tbody tr').length >= 2", "the providers table").await;
-    assert_eq!(eval(&page, "sessionStorage.getItem('llmhub-key')").await, json!(ADMIN));
-    assert!(!eval(&page, "location.href").await.as_str().unwrap_or("").contains(ADMIN));
-    let providers = eval(&page, "[...document.querySelectorAll('#providers tbody tr')].map(r => r.innerText).join('\\n')").await;
+    wait_for(
+        &page,
+        "document.querySelectorAll('#providers tbody tr').length >= 2",
+        "the providers table",
+    )
+    .await;
+    assert_eq!(
+        eval(&page, "sessionStorage.getItem('llmhub-key')").await,
+        json!(ADMIN)
+    );
+    assert!(
+        !eval(&page, "location.href")
+            .await
+            .as_str()
+            .unwrap_or("")
+            .contains(ADMIN)
+    );
+    let providers = eval(
+        &page,
+        "[...document.querySelectorAll('#providers tbody tr')].map(r => r.innerText).join('\\n')",
+    )
+    .await;
     let providers = providers.as_str().unwrap_or("");
-    assert!(providers.contains("up") && providers.contains("active") && providers.contains("echo"), "{providers}");
+    assert!(
+        providers.contains("up") && providers.contains("active") && providers.contains("echo"),
+        "{providers}"
+    );
     let chains = eval(&page, "document.querySelector('#chains').innerText").await;
-    assert!(chains.as_str().unwrap_or("").contains("up/priced → echo/echo"), "{chains}");
+    assert!(
+        chains
+            .as_str()
+            .unwrap_or("")
+            .contains("up/priced → echo/echo"),
+        "{chains}"
+    );
     let models = eval(&page, "document.querySelector('#models').innerText").await;
-    assert!(models.as_str().unwrap_or("").contains("15"), "prices shown: {models}");
+    assert!(
+        models.as_str().unwrap_or("").contains("15"),
+        "prices shown: {models}"
+    );
 
     // Charts with data: the cost of the priced requests, split by model.
-    let total = wait_for(&page, "Number(document.querySelector('#chart-cost svg')?.dataset.total || 0)", "cost chart data").await;
+    let total = wait_for(
+        &page,
+        "Number(document.querySelector('#chart-cost svg')?.dataset.total || 0)",
+        "cost chart data",
+    )
+    .await;
     let expected = 2.0 * (100.0 * 3.0 + 50.0 * 15.0) / 1e6;
-    assert!((total.as_f64().unwrap_or(0.0) - expected).abs() < 1e-9, "{total} vs {expected}");
-    assert!(eval(&page, "document.querySelectorAll('#chart-cost rect.bar').length").await.as_u64().unwrap_or(0) >= 1);
-    assert!(eval(&page, "document.querySelectorAll('#chart-tokens rect.bar').length").await.as_u64().unwrap_or(0) >= 2);
+    assert!(
+        (total.as_f64().unwrap_or(0.0) - expected).abs() < 1e-9,
+        "{total} vs {expected}"
+    );
+    assert!(
+        eval(
+            &page,
+            "document.querySelectorAll('#chart-cost rect.bar').length"
+        )
+        .await
+        .as_u64()
+        .unwrap_or(0)
+            >= 1
+    );
+    assert!(
+        eval(
+            &page,
+            "document.querySelectorAll('#chart-tokens rect.bar').length"
+        )
+        .await
+        .as_u64()
+        .unwrap_or(0)
+            >= 2
+    );
     eval(&page, "const s = document.querySelector('#split'); s.value = 'project'; s.dispatchEvent(new Event('change')); true").await;
-    wait_for(&page, "document.querySelector('#legend').innerText.includes('search')", "the legend by project").await;
+    wait_for(
+        &page,
+        "document.querySelector('#legend').innerText.includes('search')",
+        "the legend by project",
+    )
+    .await;
 
     // Recent requests, and the filter.
-    wait_for(&page, "document.querySelectorAll('#requests tbody tr').length === 3", "three recent rows").await;
+    wait_for(
+        &page,
+        "document.querySelectorAll('#requests tbody tr').length === 3",
+        "three recent rows",
+    )
+    .await;
     eval(&page, "const f = document.querySelector('#filter-project'); f.value = 'ops'; f.dispatchEvent(new Event('input')); true").await;
-    assert_eq!(eval(&page, "document.querySelectorAll('#requests tbody tr').length").await, json!(1));
+    assert_eq!(
+        eval(
+            &page,
+            "document.querySelectorAll('#requests tbody tr').length"
+        )
+        .await,
+        json!(1)
+    );
     screenshot(&page, "overview").await;
 
     // A tool form generated from the schema, run for real.
-    wait_for(&page, "document.querySelector('#tool-form textarea[name=text]')", "the tool form").await;
+    wait_for(
+        &page,
+        "document.querySelector('#tool-form textarea[name=text]')",
+        "the tool form",
+    )
+    .await;
     eval(&page, "document.querySelector('#tool-form [name=text]').value = 'a long story'; document.querySelector('#tool-run').click(); true").await;
-    wait_for(&page, "document.querySelector('#tool-result').textContent.includes('SUMMARY: ok')", "the tool's result").await;
-    assert_eq!(up.seen().last().map(|s| s.body["messages"][0]["content"].clone()), Some(json!("Summarize: a long story")));
+    wait_for(
+        &page,
+        "document.querySelector('#tool-result').textContent.includes('SUMMARY: ok')",
+        "the tool's result",
+    )
+    .await;
+    assert_eq!(
+        up.seen()
+            .last()
+            .map(|s| s.body["messages"][0]["content"].clone()),
+        Some(json!("Summarize: a long story"))
+    );
 
     // A broken edit shows up without reloading the page, with its place.
     let mut reloads = server.hub.subscribe();
-    cfg.write("providers.d/broken.toml", "base_url = \"http://x\"\nmodels = [\"m\"]\ntimeout_s = \"soon\"\n");
-    assert!(matches!(next_reload(&mut reloads).await, llmhub::hub::ReloadEvent::Failed { .. }));
+    cfg.write(
+        "providers.d/broken.toml",
+        "base_url = \"http://x\"\nmodels = [\"m\"]\ntimeout_s = \"soon\"\n",
+    );
+    assert!(matches!(
+        next_reload(&mut reloads).await,
+        llmhub::hub::ReloadEvent::Failed { .. }
+    ));
     let error = wait_for(&page, "!document.querySelector('#reload-error').hidden && document.querySelector('#reload-error').textContent", "the reload error").await;
-    assert!(error.as_str().unwrap_or("").contains("broken.toml:3:"), "{error}");
+    assert!(
+        error.as_str().unwrap_or("").contains("broken.toml:3:"),
+        "{error}"
+    );
     screenshot(&page, "reload-error").await;
 
     // A phone's width: nothing wider than the screen; tables scroll in their boxes.
     page.execute(SetDeviceMetricsOverrideParams::new(390, 844, 2.0, true))
         .await
         .expect("phone metrics");
-    let fits = wait_for(&page, "document.documentElement.scrollWidth <= window.innerWidth + 1 ? 'yes' : ''", "a phone-width layout").await;
+    let fits = wait_for(
+        &page,
+        "document.documentElement.scrollWidth <= window.innerWidth + 1 ? 'yes' : ''",
+        "a phone-width layout",
+    )
+    .await;
     assert_eq!(fits, json!("yes"));
     screenshot(&page, "phone").await;
 
     // Forgetting the key returns to the login and clears the page.
     eval(&page, "document.querySelector('#logout').click(); true").await;
     wait_for(&page, "!document.querySelector('#login').hidden && document.querySelectorAll('#providers tbody tr').length === 0", "the login again").await;
-    assert_eq!(eval(&page, "sessionStorage.getItem('llmhub-key')").await, Value::Null);
+    assert_eq!(
+        eval(&page, "sessionStorage.getItem('llmhub-key')").await,
+        Value::Null
+    );
 }
