@@ -58,6 +58,11 @@ struct OutcomeLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitLabel {
+    limit: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BackendLabel {
     backend: String,
 }
@@ -105,6 +110,7 @@ pub struct Metrics {
     attempts: Family<AttemptLabels, Counter>,
     circuit: Family<ProviderLabel, Gauge>,
     reloads: Family<OutcomeLabel, Counter>,
+    limited: Family<LimitLabel, Counter>,
     generation: Gauge,
     backend_up: Family<BackendLabel, Gauge>,
     ledger_written: Gauge,
@@ -159,6 +165,12 @@ impl Metrics {
             "Circuit breaker per provider: 0 closed, 1 half-open, 2 open",
             circuit.clone(),
         );
+        let limited = Family::<LimitLabel, Counter>::default();
+        registry.register(
+            "limited",
+            "Requests refused by a key or project limit, by limit (requests, tokens, parallel, budget, store_down)",
+            limited.clone(),
+        );
         let reloads = Family::<OutcomeLabel, Counter>::default();
         registry.register(
             "reloads",
@@ -205,6 +217,7 @@ impl Metrics {
             attempts,
             circuit,
             reloads,
+            limited,
             generation,
             backend_up,
             ledger_written,
@@ -274,6 +287,15 @@ impl Metrics {
                 })
                 .inc();
         }
+    }
+
+    /// A request refused by a limit; `limit` is one of a fixed set.
+    pub fn limited(&self, limit: &'static str) {
+        self.limited
+            .get_or_create(&LimitLabel {
+                limit: limit.to_string(),
+            })
+            .inc();
     }
 
     pub fn reload(&self, outcome: &str) {

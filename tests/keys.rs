@@ -201,6 +201,15 @@ async fn rpm_trips_at_its_count_with_openai_headers_and_mcp_says_which_limit() {
 
     // Admin keys are held to nothing.
     assert_eq!(chat_as(&server, ADMIN, "up/priced").await.status(), 200);
+    let metrics = get_as(&server, ADMIN, "/metrics")
+        .await
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("llmhub_limited_total{limit=\"requests\"} 2"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]

@@ -419,8 +419,16 @@ impl Hub {
             project_budget: registry.projects.get(&caller.project).copied(),
             estimate_usd,
         };
-        caller.permit = self.limiter.admit(&ask).await?;
-        Ok(())
+        match self.limiter.admit(&ask).await {
+            Ok(permit) => {
+                caller.permit = permit;
+                Ok(())
+            }
+            Err(refusal) => {
+                self.metrics.limited(refusal.kind.label());
+                Err(refusal)
+            }
+        }
     }
 
     pub fn ledger(&self) -> Option<&Arc<Ledger>> {

@@ -42,14 +42,15 @@ pub enum LimitKind {
 }
 
 impl LimitKind {
-    pub fn is_budget(self) -> bool {
-        matches!(
-            self,
-            LimitKind::KeyDay
-                | LimitKind::KeyMonth
-                | LimitKind::ProjectDay
-                | LimitKind::ProjectMonth
-        )
+    /// The metric label of the limit.
+    pub fn label(self) -> &'static str {
+        match self {
+            LimitKind::Requests => "requests",
+            LimitKind::Tokens => "tokens",
+            LimitKind::Parallel => "parallel",
+            LimitKind::StoreDown => "store_down",
+            _ => "budget",
+        }
     }
 }
 
