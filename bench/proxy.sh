@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# llmhub against the physical limit of a proxy on this machine: nginx serves a fixed
+# 305-byte chat.completion (the upstream); the same request goes to it directly, through
+# nginx `proxy_pass` (keepalive upstream), and through llmhub; wrk -t1, non-streaming,
+# at 1 and 16 connections, all on 127.0.0.1. Prints each row and the ratios of one run.
+# Usage: bench/proxy.sh [seconds per run, default 10]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${1:-10}
+up_port=9131
+proxy_port=9132
+hub_addr=127.0.0.1:9133
+
+command -v wrk >/dev/null || { echo "wrk is needed: apt-get install -y wrk" >&2; exit 1; }
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || { echo "nginx is needed: apt-get install -y nginx-light" >&2; exit 1; }
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+cargo build --release --quiet --bin llmhub
+
+work=$(mktemp -d)
+pids=()
+cleanup() { kill "${pids[@]}" 2>/dev/null || true; "$NGINX" -p "$work" -c nginx.conf -s stop 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+reply='{"id":"chatcmpl-bench","object":"chat.completion","created":1760000000,"model":"bench-model","choices":[{"index":0,"message":{"role":"assistant","content":"Hello! How can I assist you today?"},"finish_reason":"stop"}],"usage":{"prompt_tokens":19,"completion_tokens":10,"total_tokens":29}}'
+mkdir -p "$work/logs"
+cat > "$work/nginx.conf" <<CONF
+worker_processes auto;
+error_log logs/error.log warn;
+pid logs/nginx.pid;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  upstream up { server 127.0.0.1:$up_port; keepalive 64; }
+  server {
+    listen 127.0.0.1:$up_port;
+    location / { default_type application/json; return 200 '$reply'; }
+  }
+  server {
+    listen 127.0.0.1:$proxy_port;
+    location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
+}
+CONF
+"$NGINX" -p "$work" -c nginx.conf
+
+mkdir -p "$work/hub/providers.d"
+cat > "$work/hub/hub.toml" <<TOML
+[server]
+listen = "$hub_addr"
+[routing]
+default_model = "mock/bench-model"
+[storage]
+ledger = false
+TOML
+cat > "$work/hub/providers.d/mock.toml" <<TOML
+base_url = "http://127.0.0.1:$up_port/v1"
+models = ["bench-model"]
+TOML
+RUST_LOG=warn target/release/llmhub serve --config "$work/hub/hub.toml" &
+pids+=($!)
+
+wait_up() { for _ in $(seq 100); do curl -fs -o /dev/null -X POST "$1" -d '{"messages":[{"role":"user","content":"x"}]}' && return; sleep 0.05; done; echo "no answer from $1" >&2; exit 1; }
+direct="http://127.0.0.1:$up_port/v1/chat/completions"
+proxied="http://127.0.0.1:$proxy_port/v1/chat/completions"
+hub="http://$hub_addr/v1/chat/completions"
+for u in "$direct" "$proxied" "$hub"; do wait_up "$u"; done
+# Every route must return the upstream's reply, or the rows measure errors.
+for u in "$direct" "$proxied" "$hub"; do
+  curl -fs -X POST "$u" -d '{"model":"mock/bench-model","messages":[{"role":"user","content":"x"}]}' | grep -q 'assist you today' \
+    || { echo "$u does not return the upstream's reply" >&2; exit 1; }
+done
+
+declare -A rps p50
+run() { # name url connections
+  local out="$work/$1.txt"
+  wrk -t1 -c"$3" -d"${secs}s" --latency -s bench/post.lua "$2" > "$out"
+  rps[$1]=$(awk '/Requests\/sec/ {print $2}' "$out")
+  p50[$1]=$(awk '$1=="50%" {v=$2; if (v ~ /us$/) {sub(/us$/,"",v)} else if (v ~ /ms$/) {sub(/ms$/,"",v); v=v*1000} print v}' "$out")
+  local bad
+  bad=$(awk '/Non-2xx/ {print $5}' "$out")
+  printf '%-22s %12s req/s   p50 %8.1f us%s\n' "$1" "${rps[$1]}" "${p50[$1]}" "${bad:+   NON-2XX: $bad}"
+}
+
+for u in "$direct" "$proxied" "$hub"; do wrk -t1 -c4 -d2s -s bench/post.lua "$u" >/dev/null; done
+echo "== ${secs}s per run, wrk -t1, $(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ)"
+run "direct c1" "$direct" 1
+run "nginx proxy c1" "$proxied" 1
+run "llmhub c1" "$hub" 1
+run "direct c16" "$direct" 16
+run "nginx proxy c16" "$proxied" 16
+run "llmhub c16" "$hub" 16
+awk -v h="${rps[llmhub c16]}" -v n="${rps[nginx proxy c16]}" 'BEGIN { printf "throughput at 16 connections: llmhub / nginx proxy_pass = %.2f (target >= 0.85)\n", h / n }'
+awk -v d="${p50[direct c1]}" -v n="${p50[nginx proxy c1]}" -v h="${p50[llmhub c1]}" 'BEGIN { printf "added p50 at 1 connection: nginx +%.1f us, llmhub +%.1f us (target: llmhub <= nginx + 25)\n", n - d, h - d }'
