@@ -499,6 +499,25 @@ async fn allow_lists_hold_on_http_models_tools_and_mcp() {
     let allowed = mcp.call("summarize", json!({"text": "x"})).await;
     assert_eq!(allowed["isError"], false, "{allowed}");
 
+    // /v1/keys: a client key sees itself, an admin every key; never key material.
+    let own: Value = get_as(&server, &key, "/v1/keys")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(own["data"].as_array().map(Vec::len), Some(1), "{own}");
+    assert_eq!(own["data"][0]["name"], "narrow");
+    assert_eq!(own["data"][0]["models"], json!(["up/*"]));
+    let file = std::fs::read_to_string(cfg.path("keys.d/narrow.toml")).expect("file");
+    let digest = file.split('"').nth(1).expect("sha256 value");
+    assert!(!own.to_string().contains(digest) && !own.to_string().contains(&key));
+    let all: Value = get_as(&server, ADMIN, "/v1/keys")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(all["data"].as_array().map(Vec::len), Some(1));
+
     // Usage: a key sees its own project only; an admin key sees all.
     server.hub.ledger().expect("ledger").flush().await;
     let other = get_as(&server, &key, "/v1/usage?project=default").await;
