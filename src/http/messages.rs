@@ -123,7 +123,7 @@ pub async fn create(State(hub): State<Arc<Hub>>, request: Request) -> Response {
         &principal,
         usage::caller(&parts.headers, request.extra.get("user")),
     );
-    let estimate = crate::limits::estimate(&registry, &request, bytes.len());
+    let estimate = || crate::limits::estimate(&registry, &request, bytes.len());
     if let Err(refusal) = hub
         .admit(&registry, &principal, &mut caller, estimate)
         .await

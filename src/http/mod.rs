@@ -226,7 +226,7 @@ async fn chat_completions(State(hub): State<Arc<Hub>>, request: Request) -> Resp
         &principal,
         usage::caller(&parts.headers, request.extra.get("user")),
     );
-    let estimate = crate::limits::estimate(&registry, &request, bytes.len());
+    let estimate = || crate::limits::estimate(&registry, &request, bytes.len());
     if let Err(refusal) = hub
         .admit(&registry, &principal, &mut caller, estimate)
         .await

@@ -101,7 +101,7 @@ pub async fn call(
         ),
         surface: "http_tool",
     };
-    let estimate = tools::estimate(&registry, Some(&tool), &args);
+    let estimate = || tools::estimate(&registry, Some(&tool), &args);
     if let Err(refusal) = hub
         .admit(&registry, &principal, &mut call.caller, estimate)
         .await

@@ -402,22 +402,25 @@ impl Hub {
     }
 
     /// Admits a request under the caller's key limits and project budget. Admin keys are
-    /// held to nothing.
+    /// held to nothing. `estimate_usd` is asked only when a budget applies.
     pub async fn admit(
         &self,
         registry: &Registry,
         principal: &Principal,
         caller: &mut Caller,
-        estimate_usd: f64,
+        estimate_usd: impl FnOnce() -> f64,
     ) -> Result<(), Refusal> {
         if matches!(principal, Principal::Admin) {
             return Ok(());
         }
+        let key = principal.key().map(|k| k.as_ref());
+        let project_budget = registry.projects.get(&caller.project).copied();
+        let budgeted = project_budget.is_some() || key.is_some_and(|k| k.limits.budget.is_set());
         let ask = Ask {
-            key: principal.key().map(|k| k.as_ref()),
+            key,
             project: &caller.project,
-            project_budget: registry.projects.get(&caller.project).copied(),
-            estimate_usd,
+            project_budget,
+            estimate_usd: if budgeted { estimate_usd() } else { 0.0 },
         };
         match self.limiter.admit(&ask).await {
             Ok(permit) => {

@@ -497,7 +497,7 @@ impl ServerHandler for Handler {
             &Mcp::own_names(&registry),
         );
         if let Some(exposed) = backend_tools.iter().find(|e| e.name == name) {
-            if let Err(refusal) = hub.admit(&registry, &principal, &mut caller, 0.0).await {
+            if let Err(refusal) = hub.admit(&registry, &principal, &mut caller, || 0.0).await {
                 return Ok(refused(&refusal));
             }
             let call = self
@@ -566,7 +566,7 @@ impl ServerHandler for Handler {
             }
         }
         if name == "chat_completion" || tool.is_some() {
-            let estimate = tools::estimate(&registry, tool.as_deref(), &args);
+            let estimate = || tools::estimate(&registry, tool.as_deref(), &args);
             if let Err(refusal) = hub
                 .admit(&registry, &principal, &mut call.caller, estimate)
                 .await
