@@ -34,6 +34,45 @@ fn invalid(path: impl Into<String>, message: impl Into<String>) -> Invalid {
     }
 }
 
+/// Why a Messages request can go only to Anthropic, if it can: a server tool or a
+/// content block no other API takes. Other providers are then skipped, saying this.
+pub fn native_only(body: &Value) -> Option<String> {
+    for (i, t) in body["tools"].as_array().into_iter().flatten().enumerate() {
+        if let Some(ty) = t.get("type").and_then(Value::as_str)
+            && ty != "custom"
+        {
+            return Some(format!(
+                "tools[{i}] is the Anthropic server tool `{ty}`, which only Anthropic models run"
+            ));
+        }
+    }
+    const TRANSLATED: [&str; 6] = [
+        "text",
+        "image",
+        "tool_use",
+        "tool_result",
+        "thinking",
+        "redacted_thinking",
+    ];
+    for (i, m) in body["messages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        for (j, b) in m["content"].as_array().into_iter().flatten().enumerate() {
+            if let Some(ty) = b.get("type").and_then(Value::as_str)
+                && !TRANSLATED.contains(&ty)
+            {
+                return Some(format!(
+                    "messages[{i}].content[{j}] is a `{ty}` block, which only Anthropic models read"
+                ));
+            }
+        }
+    }
+    None
+}
+
 /// Joins the text of a string or of an array of text blocks.
 fn text_of(value: &Value, path: &str) -> Result<String, Invalid> {
     match value {
@@ -150,18 +189,12 @@ pub fn to_chat(body: &Value) -> Result<ChatRequest, Invalid> {
             let Some(name) = t.get("name").and_then(Value::as_str) else {
                 return Err(invalid(format!("tools[{i}].name"), "expected a tool name"));
             };
-            // Server tools (web_search_…, bash_…) run at Anthropic alone.
+            // Server tools (web_search_…, bash_…) run at Anthropic alone: see `native_only`.
             if t.get("type")
                 .and_then(Value::as_str)
                 .is_some_and(|ty| ty != "custom")
             {
-                return Err(invalid(
-                    format!("tools[{i}].type"),
-                    format!(
-                        "`{}` is an Anthropic server tool; only Anthropic models run it",
-                        t["type"].as_str().unwrap_or("")
-                    ),
-                ));
+                continue;
             }
             let mut function = json!({
                 "name": name,
@@ -252,13 +285,12 @@ fn user_turn(blocks: &[Value], path: &str, out: &mut Vec<Value>) -> Result<(), I
                 out.push(json!({"role": "tool", "tool_call_id": id, "content": text}));
             }
             Some("thinking" | "redacted_thinking") => {}
-            other => {
+            // Blocks only Anthropic reads (documents, server tool results…): see `native_only`.
+            Some(_) => {}
+            None => {
                 return Err(invalid(
                     format!("{at}.type"),
-                    format!(
-                        "expected a text, image or tool_result block, found {}",
-                        found(other)
-                    ),
+                    "expected a content block with a `type`",
                 ));
             }
         }
@@ -296,13 +328,11 @@ fn assistant_turn(blocks: &[Value], path: &str) -> Result<Value, Invalid> {
                 },
             })),
             Some("thinking" | "redacted_thinking") => {}
-            other => {
+            Some(_) => {}
+            None => {
                 return Err(invalid(
                     format!("{path}.content[{j}].type"),
-                    format!(
-                        "expected a text, tool_use or thinking block, found {}",
-                        found(other)
-                    ),
+                    "expected a content block with a `type`",
                 ));
             }
         }
@@ -797,11 +827,19 @@ mod tests {
     }
 
     #[test]
-    fn a_bad_block_is_named_by_its_path() {
+    fn a_bad_block_is_named_by_its_path_and_anthropic_only_blocks_are_flagged() {
         let body =
-            json!({"model": "m", "messages": [{"role": "user", "content": [{"type": "video"}]}]});
+            json!({"model": "m", "messages": [{"role": "user", "content": [{"text": "no type"}]}]});
         let e = to_chat(&body).expect_err("invalid");
         assert_eq!(e.path, "messages[0].content[0].type");
+        let body = json!({"model": "m", "messages": [{"role": "user", "content": [
+            {"type": "text", "text": "read this"}, {"type": "document", "source": {}}]}]});
+        assert!(to_chat(&body).is_ok());
+        assert!(
+            native_only(&body).is_some_and(
+                |why| why.contains("messages[0].content[1]") && why.contains("document")
+            )
+        );
     }
 
     #[test]

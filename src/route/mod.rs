@@ -234,6 +234,8 @@ pub async fn messages(
 ) -> Result<Answer<MessagesReply>, RouteError> {
     let address = address(registry, request)?;
     let stream = request.is_stream();
+    let native_only = adapters::messages::native_only(body);
+    let native_only = native_only.as_deref();
     run(hub, registry, address, |provider, model| async move {
         let call = Call {
             http: &hub.http,
@@ -242,6 +244,9 @@ pub async fn messages(
             request: request.clone(),
         };
         if provider.adapter != crate::config::AdapterKind::Anthropic {
+            if let Some(why) = native_only {
+                return Err(ProviderError::Unsupported(why.to_string()));
+            }
             return if stream {
                 first_chunk(adapters::chat_stream(call).await?)
                     .await
