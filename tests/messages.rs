@@ -514,17 +514,23 @@ async fn count_tokens_asks_anthropic_and_counts_others_locally() {
     anthropic_provider(&cfg, &claude, "");
     let server = Server::start(&cfg).await;
     let body = |model: &str| json!({"model": model, "messages": [{"role": "user", "content": "How many tokens is this sentence?"}]});
-    let counted: Value = post(
-        &server,
-        "/v1/messages/count_tokens",
-        body("claude/claude-sonnet-4-5"),
-    )
-    .await
-    .json()
-    .await
-    .expect("json");
+    let mut native = body("claude/claude-sonnet-4-5");
+    native["messages"][0]["content"] = json!([{"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "a memo"}},
+        {"type": "text", "text": "Summarize"}]);
+    let counted: Value = post(&server, "/v1/messages/count_tokens", native)
+        .await
+        .json()
+        .await
+        .expect("json");
     assert_eq!(counted["input_tokens"], 42);
-    assert_eq!(claude.seen()[0].path, "/v1/messages/count_tokens");
+    assert_eq!(counted["method"], "anthropic");
+    let seen = &claude.seen()[0];
+    assert_eq!(seen.path, "/v1/messages/count_tokens");
+    assert_eq!(
+        seen.body["messages"][0]["content"][0]["type"], "document",
+        "counted as it came"
+    );
+    assert!(seen.body.get("max_tokens").is_none());
     let counted: Value = post(&server, "/v1/messages/count_tokens", body("echo"))
         .await
         .json()

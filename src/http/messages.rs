@@ -383,6 +383,17 @@ fn stop_usage(writer: &EventWriter) -> Option<Usage> {
     })
 }
 
+/// The first active provider of an address's chain, and its model.
+fn first_active(
+    registry: &Registry,
+    address: &str,
+) -> Option<(Arc<crate::registry::Provider>, String)> {
+    registry.chain(address).ok()?.into_iter().find_map(|t| {
+        let p = registry.providers.get(&t.provider)?;
+        p.is_active().then(|| (p.clone(), t.model))
+    })
+}
+
 /// `POST /v1/messages/count_tokens`: Anthropic targets are asked, others counted locally.
 pub async fn count_tokens(State(hub): State<Arc<Hub>>, request: Request) -> Response {
     let registry = hub.snapshot();
@@ -422,6 +433,37 @@ pub async fn count_tokens(State(hub): State<Arc<Hub>>, request: Request) -> Resp
                 request.model
             ),
         );
+    }
+    // An Anthropic target counts the request as it came (documents, server tools and
+    // thinking included); a failure falls back to the translated count below.
+    if let Some((provider, model)) = first_active(&registry, &request.model)
+        && provider.adapter == crate::config::AdapterKind::Anthropic
+    {
+        let call = crate::adapters::Call {
+            http: &hub.http,
+            provider: &provider,
+            model: &model,
+            request: request.clone(),
+        };
+        match wire::native_count(
+            &call,
+            &body,
+            header_text(&parts.headers, "anthropic-version"),
+        )
+        .await
+        {
+            Ok(n) => {
+                return axum::Json(json!({
+                    "input_tokens": n,
+                    "method": "anthropic",
+                    "model": format!("{}/{model}", provider.name),
+                }))
+                .into_response();
+            }
+            Err(e) => {
+                tracing::warn!(provider = %provider.name, error = %e, "count_tokens failed natively; counting the translation")
+            }
+        }
     }
     match route::count_tokens(&hub, &registry, &request, None).await {
         Ok(counted) => axum::Json(json!({
