@@ -47,27 +47,6 @@ fn config(up: &Mock, hub_extra: &str) -> ConfigDir {
     cfg
 }
 
-async fn chat_as(server: &Server, key: &str, model: &str) -> reqwest::Response {
-    server
-        .client
-        .post(format!("{}/v1/chat/completions", server.url))
-        .bearer_auth(key)
-        .json(&json!({"model": model, "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}))
-        .send()
-        .await
-        .expect("request")
-}
-
-async fn get_as(server: &Server, key: &str, path: &str) -> reqwest::Response {
-    server
-        .client
-        .get(format!("{}{path}", server.url))
-        .bearer_auth(key)
-        .send()
-        .await
-        .expect("request")
-}
-
 fn header(r: &reqwest::Response, name: &str) -> String {
     r.headers()
         .get(name)

@@ -50,30 +50,6 @@ fn share_key(from: &ConfigDir, to: &ConfigDir, name: &str) {
     );
 }
 
-async fn chat_as(server: &Server, key: &str, model: &str) -> reqwest::Response {
-    server
-        .client
-        .post(format!("{}/v1/chat/completions", server.url))
-        .bearer_auth(key)
-        .json(&json!({"model": model, "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}))
-        .send()
-        .await
-        .expect("request")
-}
-
-async fn get_as(server: &Server, key: &str, path: &str) -> Value {
-    server
-        .client
-        .get(format!("{}{path}", server.url))
-        .bearer_auth(key)
-        .send()
-        .await
-        .expect("request")
-        .json()
-        .await
-        .expect("json")
-}
-
 #[tokio::test]
 async fn two_instances_enforce_one_rpm_and_one_budget_together() {
     let redis = Redis::start();
@@ -120,7 +96,11 @@ async fn two_instances_enforce_one_rpm_and_one_budget_together() {
     );
     let error: Value = other.json().await.expect("json");
     assert_eq!(error["error"]["code"], "insufficient_quota");
-    let health: Value = get_as(&b, &key, "/health").await;
+    let health: Value = get_as(&b, &key, "/health")
+        .await
+        .json()
+        .await
+        .expect("json");
     assert_eq!(health["limits"]["store"], "redis");
     assert_eq!(health["limits"]["state"], "ok");
 }
@@ -148,7 +128,11 @@ async fn when_redis_is_down_rates_count_per_instance_and_budgets_follow_the_poli
         "a rate limit falls back to this instance's counters"
     );
     assert_eq!(r.headers()["x-ratelimit-limit-requests"], "100");
-    let health: Value = get_as(&strict, &rated, "/health").await;
+    let health: Value = get_as(&strict, &rated, "/health")
+        .await
+        .json()
+        .await
+        .expect("json");
     assert_eq!(health["status"], "degraded");
     assert_eq!(health["limits"]["state"], "down");
     assert_eq!(health["limits"]["when_store_down"], "deny");

@@ -44,34 +44,66 @@ async fn send(
 ) -> Result<(ChatRequest, reqwest::Response), ProviderError> {
     let request = call.prepared()?;
     let body = to_wire(&request, call.model, default_max_tokens(call), stream)?;
-    let url = format!("{}/v1/messages", call.provider.base_url);
-    let builder = wire::post(call.http, url, call.provider, "x-api-key", "", &body)
-        .header("anthropic-version", API_VERSION);
-    let response = wire::send(builder, call.provider, stream, error_shape).await?;
+    let response = post(call, "/v1/messages", &body, None, None, stream).await?;
     Ok((request, response))
+}
+
+/// POSTs `body` to one of the provider's Messages API paths with its key and the
+/// API version (the client's, when it named one, else ours).
+pub async fn post(
+    call: &Call<'_>,
+    path: &str,
+    body: &Value,
+    version: Option<&str>,
+    beta: Option<&str>,
+    stream: bool,
+) -> Result<reqwest::Response, ProviderError> {
+    let url = format!("{}{path}", call.provider.base_url);
+    let mut builder = wire::post(call.http, url, call.provider, "x-api-key", "", body)
+        .header("anthropic-version", version.unwrap_or(API_VERSION));
+    if let Some(beta) = beta {
+        builder = builder.header("anthropic-beta", beta);
+    }
+    wire::send(builder, call.provider, stream, error_shape).await
+}
+
+/// `POST /v1/messages/count_tokens` with the fields that endpoint takes from `body`.
+pub async fn count(
+    call: &Call<'_>,
+    body: &Value,
+    version: Option<&str>,
+) -> Result<u64, ProviderError> {
+    let mut body = body.clone();
+    if let Some(fields) = body.as_object_mut() {
+        fields.retain(|k, _| {
+            matches!(
+                k.as_str(),
+                "messages" | "system" | "tools" | "tool_choice" | "thinking" | "mcp_servers"
+            )
+        });
+        fields.insert("model".into(), json!(call.model));
+    }
+    let response = post(
+        call,
+        "/v1/messages/count_tokens",
+        &body,
+        version,
+        None,
+        false,
+    )
+    .await?;
+    let reply = wire::json(response, call.provider.timeout).await?;
+    reply["input_tokens"]
+        .as_u64()
+        .ok_or_else(|| ProviderError::Protocol("count_tokens: expected `input_tokens`".to_string()))
 }
 
 /// `POST /v1/messages/count_tokens`: the fields that endpoint takes, from the same
 /// translation a real request gets.
 pub async fn count_tokens(call: Call<'_>) -> Result<u64, ProviderError> {
     let request = call.prepared()?;
-    let mut body = to_wire(&request, call.model, default_max_tokens(&call), false)?;
-    if let Some(fields) = body.as_object_mut() {
-        fields.retain(|k, _| {
-            matches!(
-                k.as_str(),
-                "model" | "messages" | "system" | "tools" | "tool_choice" | "thinking"
-            )
-        });
-    }
-    let url = format!("{}/v1/messages/count_tokens", call.provider.base_url);
-    let builder = wire::post(call.http, url, call.provider, "x-api-key", "", &body)
-        .header("anthropic-version", API_VERSION);
-    let response = wire::send(builder, call.provider, false, error_shape).await?;
-    let reply = wire::json(response, call.provider.timeout).await?;
-    reply["input_tokens"]
-        .as_u64()
-        .ok_or_else(|| ProviderError::Protocol("count_tokens: expected `input_tokens`".to_string()))
+    let body = to_wire(&request, call.model, default_max_tokens(&call), false)?;
+    count(&call, &body, None).await
 }
 
 fn default_max_tokens(call: &Call<'_>) -> u64 {

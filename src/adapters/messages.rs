@@ -6,8 +6,7 @@
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
-use super::anthropic::API_VERSION;
-use super::{Call, wire};
+use super::Call;
 use crate::chat::{ChatRequest, ProviderError};
 
 /// The first problem found in a Messages request: where (a JSON path) and what.
@@ -752,46 +751,7 @@ pub async fn native(
 ) -> Result<reqwest::Response, ProviderError> {
     let mut body = body.clone();
     body["model"] = json!(call.model);
-    let url = format!("{}/v1/messages", call.provider.base_url);
-    let mut builder = wire::post(call.http, url, call.provider, "x-api-key", "", &body)
-        .header("anthropic-version", version.unwrap_or(API_VERSION));
-    if let Some(beta) = beta {
-        builder = builder.header("anthropic-beta", beta);
-    }
-    wire::send(
-        builder,
-        call.provider,
-        stream,
-        super::anthropic::error_shape,
-    )
-    .await
-}
-
-/// Anthropic's own count of a Messages request as it came (the fields its
-/// `count_tokens` endpoint takes).
-pub async fn native_count(
-    call: &Call<'_>,
-    body: &Value,
-    version: Option<&str>,
-) -> Result<u64, ProviderError> {
-    let mut body = body.clone();
-    if let Some(fields) = body.as_object_mut() {
-        fields.retain(|k, _| {
-            matches!(
-                k.as_str(),
-                "messages" | "system" | "tools" | "tool_choice" | "thinking" | "mcp_servers"
-            )
-        });
-        fields.insert("model".into(), json!(call.model));
-    }
-    let url = format!("{}/v1/messages/count_tokens", call.provider.base_url);
-    let builder = wire::post(call.http, url, call.provider, "x-api-key", "", &body)
-        .header("anthropic-version", version.unwrap_or(API_VERSION));
-    let response = wire::send(builder, call.provider, false, super::anthropic::error_shape).await?;
-    let reply = wire::json(response, call.provider.timeout).await?;
-    reply["input_tokens"]
-        .as_u64()
-        .ok_or_else(|| ProviderError::Protocol("count_tokens: expected `input_tokens`".to_string()))
+    super::anthropic::post(call, "/v1/messages", &body, version, beta, stream).await
 }
 
 #[cfg(test)]

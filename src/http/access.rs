@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
 use crate::hub::{Caller, Hub};
-use crate::limits::{LimitKind, Refusal};
+use crate::limits::{LimitKind, RateHeaders, Refusal};
 use crate::registry::{AuthError, Principal, Registry};
 
 /// Checks the key and hands the principal to the handler (and, over `/mcp`, to the MCP
@@ -181,12 +181,15 @@ pub fn refusal_response(refusal: &Refusal) -> Response {
     response
 }
 
+/// What a limited caller's answers carry: its permit's `x-ratelimit-*` values.
+pub fn rate_headers(caller: &Caller) -> Option<RateHeaders> {
+    caller.permit.as_ref().map(|p| p.headers)
+}
+
 /// The key's `x-ratelimit-*` headers on an answer.
-pub fn add_rate_headers(response: &mut Response, caller: &Caller) {
-    if let Some(permit) = &caller.permit {
-        for (name, value) in permit.headers.pairs() {
-            insert(response.headers_mut(), name, value);
-        }
+pub fn add_rate_headers(response: &mut Response, rate: Option<RateHeaders>) {
+    for (name, value) in rate.iter().flat_map(RateHeaders::pairs) {
+        insert(response.headers_mut(), name, value);
     }
 }
 

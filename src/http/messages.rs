@@ -81,44 +81,63 @@ fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
+/// Reads a Messages body within the size limit, translates it, and checks the caller may
+/// use its model: the raw bytes, the body as sent, its translation and the caller.
+async fn parse(
+    registry: &Registry,
+    parts: &axum::http::request::Parts,
+    body: Body,
+    counting: bool,
+) -> Result<
+    (
+        Bytes,
+        Value,
+        crate::chat::ChatRequest,
+        crate::registry::Principal,
+    ),
+    Response,
+> {
+    let bytes = super::read_body(registry, &parts.headers, body)
+        .await
+        .map_err(reshape)?;
+    let mut body: Value = serde_json::from_slice(&bytes).map_err(|e| {
+        error(
+            400,
+            "invalid_request_error",
+            &format!(
+                "request body is not valid JSON: line {} column {}: {e}",
+                e.line(),
+                e.column()
+            ),
+        )
+    })?;
+    // count_tokens takes no max_tokens; the translation wants one.
+    if counting
+        && body.get("max_tokens").is_none()
+        && let Some(o) = body.as_object_mut()
+    {
+        o.insert("max_tokens".into(), json!(1));
+    }
+    let request =
+        wire::to_chat(&body).map_err(|e| error(400, "invalid_request_error", &e.to_string()))?;
+    let principal = access::principal(&parts.extensions);
+    if !principal.allows_model(registry, &request.model) {
+        return Err(reshape(access::model_not_allowed(
+            &principal,
+            &request.model,
+        )));
+    }
+    Ok((bytes, body, request, principal))
+}
+
 pub async fn create(State(hub): State<Arc<Hub>>, request: Request) -> Response {
     let started = Instant::now();
     let registry = hub.snapshot();
     let (parts, body) = request.into_parts();
-    let bytes = match super::read_body(&registry, &parts.headers, body).await {
-        Ok(b) => b,
-        Err(e) => return reshape(e),
+    let (bytes, body, mut request, principal) = match parse(&registry, &parts, body, false).await {
+        Ok(parsed) => parsed,
+        Err(response) => return response,
     };
-    let body: Value = match serde_json::from_slice(&bytes) {
-        Ok(v) => v,
-        Err(e) => {
-            return error(
-                400,
-                "invalid_request_error",
-                &format!(
-                    "request body is not valid JSON: line {} column {}: {e}",
-                    e.line(),
-                    e.column()
-                ),
-            );
-        }
-    };
-    let mut request = match wire::to_chat(&body) {
-        Ok(r) => r,
-        Err(e) => return error(400, "invalid_request_error", &e.to_string()),
-    };
-    let principal = access::principal(&parts.extensions);
-    if !principal.allows_model(&registry, &request.model) {
-        return error(
-            403,
-            "permission_error",
-            &format!(
-                "key `{}` may not use model `{}`",
-                principal.key_name(),
-                request.model
-            ),
-        );
-    }
     let mut caller = Caller::of(
         &principal,
         usage::caller(&parts.headers, request.extra.get("user")),
@@ -130,6 +149,7 @@ pub async fn create(State(hub): State<Arc<Hub>>, request: Request) -> Response {
     {
         return refused(&refusal);
     }
+    let rate = access::rate_headers(&caller);
     let stops = wire::take_stops(&mut request);
     if request.is_stream() {
         request
@@ -147,7 +167,7 @@ pub async fn create(State(hub): State<Arc<Hub>>, request: Request) -> Response {
             let (status, response) = route_error(&e);
             let (mut record, _) = usage::failure(
                 "messages",
-                caller.clone(),
+                caller,
                 requested,
                 request.is_stream(),
                 e,
@@ -159,8 +179,7 @@ pub async fn create(State(hub): State<Arc<Hub>>, request: Request) -> Response {
         }
         Ok(answer) => {
             let target = answer.target.clone();
-            let mut record =
-                usage::answered("messages", caller.clone(), requested.clone(), &answer);
+            let mut record = usage::answered("messages", caller, requested.clone(), &answer);
             match answer.value {
                 MessagesReply::NativeBody(b) => {
                     record.usage = anthropic_usage(&b).unwrap_or_default();
@@ -193,7 +212,7 @@ pub async fn create(State(hub): State<Arc<Hub>>, request: Request) -> Response {
             .tap_headers(&target.provider, &target.model)
         }
     };
-    access::add_rate_headers(&mut response, &caller);
+    access::add_rate_headers(&mut response, rate);
     response
 }
 
@@ -398,42 +417,10 @@ fn first_active(
 pub async fn count_tokens(State(hub): State<Arc<Hub>>, request: Request) -> Response {
     let registry = hub.snapshot();
     let (parts, body) = request.into_parts();
-    let bytes = match super::read_body(&registry, &parts.headers, body).await {
-        Ok(b) => b,
-        Err(e) => return reshape(e),
+    let (_, body, request, _) = match parse(&registry, &parts, body, true).await {
+        Ok(parsed) => parsed,
+        Err(response) => return response,
     };
-    let mut body: Value = match serde_json::from_slice(&bytes) {
-        Ok(v) => v,
-        Err(e) => {
-            return error(
-                400,
-                "invalid_request_error",
-                &format!("request body is not valid JSON: {e}"),
-            );
-        }
-    };
-    // count_tokens takes no max_tokens; the translation wants one.
-    if body.get("max_tokens").is_none()
-        && let Some(o) = body.as_object_mut()
-    {
-        o.insert("max_tokens".into(), json!(1));
-    }
-    let request = match wire::to_chat(&body) {
-        Ok(r) => r,
-        Err(e) => return error(400, "invalid_request_error", &e.to_string()),
-    };
-    let principal = access::principal(&parts.extensions);
-    if !principal.allows_model(&registry, &request.model) {
-        return error(
-            403,
-            "permission_error",
-            &format!(
-                "key `{}` may not use model `{}`",
-                principal.key_name(),
-                request.model
-            ),
-        );
-    }
     // An Anthropic target counts the request as it came (documents, server tools and
     // thinking included); a failure falls back to the translated count below.
     if let Some((provider, model)) = first_active(&registry, &request.model)
@@ -445,7 +432,7 @@ pub async fn count_tokens(State(hub): State<Arc<Hub>>, request: Request) -> Resp
             model: &model,
             request: request.clone(),
         };
-        match wire::native_count(
+        match crate::adapters::anthropic::count(
             &call,
             &body,
             header_text(&parts.headers, "anthropic-version"),

@@ -233,8 +233,9 @@ async fn chat_completions(State(hub): State<Arc<Hub>>, request: Request) -> Resp
     {
         return access::refusal_response(&refusal);
     }
-    let mut response = answer_chat(&hub, &registry, request, caller.clone(), started).await;
-    access::add_rate_headers(&mut response, &caller);
+    let rate = access::rate_headers(&caller);
+    let mut response = answer_chat(&hub, &registry, request, caller, started).await;
+    access::add_rate_headers(&mut response, rate);
     response
 }
 

@@ -109,7 +109,7 @@ pub async fn call(
         return super::access::refusal_response(&refusal);
     }
     let mut response = run(&hub, &registry, &tool, &name, &args, &call).await;
-    super::access::add_rate_headers(&mut response, &call.caller);
+    super::access::add_rate_headers(&mut response, super::access::rate_headers(&call.caller));
     response
 }
 

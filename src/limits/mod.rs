@@ -200,6 +200,36 @@ impl Period {
     }
 }
 
+/// A refusal by rpm, tpm or max_parallel, in words a client can act on.
+fn rate_refusal(
+    kind: LimitKind,
+    key: &str,
+    limit: u64,
+    retry_after: Duration,
+    headers: RateHeaders,
+) -> Refusal {
+    let message = match kind {
+        LimitKind::Parallel => format!(
+            "key `{key}` has {limit} requests in progress, its max_parallel; retry when one ends"
+        ),
+        _ => format!(
+            "rate limit reached for key `{key}`: {limit} {} per minute; retry in {}",
+            if kind == LimitKind::Tokens {
+                "tokens"
+            } else {
+                "requests"
+            },
+            go_duration(retry_after)
+        ),
+    };
+    Refusal {
+        kind,
+        message,
+        retry_after,
+        headers,
+    }
+}
+
 fn budget_refusal(
     scope: &Scope,
     period: Period,
@@ -573,15 +603,13 @@ impl Inner {
                 headers.tokens = limits
                     .tpm
                     .map(|tpm| tokens_window(tpm, state.tokens_tat, now));
-                return Err(Refusal {
-                    kind: LimitKind::Requests,
-                    message: format!(
-                        "rate limit reached for key `{name}`: {rpm} requests per minute; retry in {}",
-                        go_duration(ms(wait))
-                    ),
-                    retry_after: ms(wait),
+                return Err(rate_refusal(
+                    LimitKind::Requests,
+                    name,
+                    u64::from(rpm),
+                    ms(wait),
                     headers,
-                });
+                ));
             }
             let next = tat + t;
             headers.requests = Some(window(
@@ -597,28 +625,25 @@ impl Inner {
             if w.remaining == 0 {
                 let tat = state.tokens_tat.max(now);
                 let wait = tat - now - WINDOW_MS + WINDOW_MS / tpm as f64;
-                return Err(Refusal {
-                    kind: LimitKind::Tokens,
-                    message: format!(
-                        "rate limit reached for key `{name}`: {tpm} tokens per minute; retry in {}",
-                        go_duration(ms(wait))
-                    ),
-                    retry_after: ms(wait),
+                return Err(rate_refusal(
+                    LimitKind::Tokens,
+                    name,
+                    tpm,
+                    ms(wait),
                     headers,
-                });
+                ));
             }
         }
         if let Some(max) = limits.max_parallel
             && state.parallel >= max
         {
-            return Err(Refusal {
-                kind: LimitKind::Parallel,
-                message: format!(
-                    "key `{name}` has {max} requests in progress, its max_parallel; retry when one ends"
-                ),
-                retry_after: Duration::from_secs(1),
+            return Err(rate_refusal(
+                LimitKind::Parallel,
+                name,
+                u64::from(max),
+                Duration::from_secs(1),
                 headers,
-            });
+            ));
         }
         for (scope, period, limit) in &budgets {
             let spent = local

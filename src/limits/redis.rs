@@ -10,7 +10,7 @@ use ::redis::{Client, Script};
 
 use super::{
     Ask, LimitKind, PARALLEL_LEASE, Period, RateHeaders, Refusal, Scope, budget_refusal,
-    go_duration, window,
+    rate_refusal, window,
 };
 use crate::registry::Limits;
 
@@ -264,39 +264,29 @@ impl Remote {
                 .tpm
                 .map(|tpm| window(tpm, tok_left as f64, tok_reset as f64)),
         };
-        let refusal = |kind: LimitKind, message: String, retry_after: Duration| Refusal {
-            kind,
-            message,
-            retry_after,
-            headers,
-        };
+        let limit = |v: Option<u64>| v.unwrap_or(0);
         Ok(match code {
             0 => Ok(Granted { member, headers }),
-            1 => Err(refusal(
+            1 => Err(rate_refusal(
                 LimitKind::Requests,
-                format!(
-                    "rate limit reached for key `{name}`: {} requests per minute; retry in {}",
-                    limits.rpm.unwrap_or(0),
-                    go_duration(ms(detail))
-                ),
+                name,
+                limit(limits.rpm.map(u64::from)),
                 ms(detail),
+                headers,
             )),
-            2 => Err(refusal(
+            2 => Err(rate_refusal(
                 LimitKind::Tokens,
-                format!(
-                    "rate limit reached for key `{name}`: {} tokens per minute; retry in {}",
-                    limits.tpm.unwrap_or(0),
-                    go_duration(ms(detail))
-                ),
+                name,
+                limit(limits.tpm),
                 ms(detail),
+                headers,
             )),
-            3 => Err(refusal(
+            3 => Err(rate_refusal(
                 LimitKind::Parallel,
-                format!(
-                    "key `{name}` has {} requests in progress, its max_parallel; retry when one ends",
-                    limits.max_parallel.unwrap_or(0)
-                ),
+                name,
+                limit(limits.max_parallel.map(u64::from)),
                 ms(detail),
+                headers,
             )),
             _ => {
                 let index = usize::try_from(which - 1).unwrap_or(0);

@@ -459,6 +459,29 @@ impl McpHttp {
     }
 }
 
+/// A chat request with `key` as the bearer, asking for at most 5 tokens.
+pub async fn chat_as(server: &Server, key: &str, model: &str) -> reqwest::Response {
+    server
+        .client
+        .post(format!("{}/v1/chat/completions", server.url))
+        .bearer_auth(key)
+        .json(&serde_json::json!({"model": model, "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .expect("request")
+}
+
+/// A GET with `key` as the bearer (empty: an empty bearer, i.e. no key).
+pub async fn get_as(server: &Server, key: &str, path: &str) -> reqwest::Response {
+    server
+        .client
+        .get(format!("{}{path}", server.url))
+        .bearer_auth(key)
+        .send()
+        .await
+        .expect("request")
+}
+
 /// `llmhub keys new NAME --project P` in `cfg`: the key it printed.
 pub fn new_key(cfg: &ConfigDir, name: &str, project: &str) -> String {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_llmhub"))
