@@ -128,6 +128,10 @@ pub struct RawMcp {
     pub allowed_origins: Vec<String>,
     /// How often a long tool call reports progress to clients that asked for it.
     pub progress_interval_s: Option<f64>,
+    /// Longest `ttl_s` a per-session endpoint may ask for.
+    pub session_max_ttl_s: Option<f64>,
+    /// A session's own backend connections close after this long without a request.
+    pub session_idle_s: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

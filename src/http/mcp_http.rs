@@ -1,6 +1,7 @@
 //! What the HTTP side adds around rmcp's streamable HTTP service: every error is JSON
 //! (a JSON-RPC error object), malformed JSON is a `-32700` parse error, ending an
-//! unknown session is a 404, and an unknown profile path names the profiles that exist.
+//! unknown session is a 404, an unknown profile path names the profiles that exist, and
+//! a per-session endpoint's id is resolved to its session (the id is the capability).
 
 use std::sync::Arc;
 
@@ -13,7 +14,8 @@ use axum::routing::MethodRouter;
 use serde_json::json;
 
 use crate::hub::Hub;
-use crate::mcp::{HttpEndpoint, Sessions};
+use crate::mcp::sessions::SessionError;
+use crate::mcp::{HttpEndpoint, LiveSessions, Mcp};
 
 /// JSON-RPC's codes for a body that is not JSON, and for a request the server refuses.
 const PARSE_ERROR: i64 = -32700;
@@ -24,7 +26,7 @@ const MAX_TEXT: usize = 2048;
 #[derive(Clone)]
 struct Guard {
     hub: Arc<Hub>,
-    sessions: Sessions,
+    sessions: LiveSessions,
 }
 
 /// The endpoint behind the guard.
@@ -34,6 +36,55 @@ pub fn endpoint(hub: Arc<Hub>, endpoint: HttpEndpoint) -> MethodRouter<Arc<Hub>>
         sessions: endpoint.sessions,
     };
     axum::routing::any_service(endpoint.service).layer(middleware::from_fn_with_state(guard, check))
+}
+
+#[derive(Clone)]
+struct SessionGate {
+    hub: Arc<Hub>,
+    mcp: Arc<Mcp>,
+}
+
+/// `/mcp/s/{id}`: no gateway key is asked for; the session found by its id says who
+/// the requests act as.
+pub fn session_endpoint(
+    hub: Arc<Hub>,
+    mcp: Arc<Mcp>,
+    endpoint: HttpEndpoint,
+) -> MethodRouter<Arc<Hub>> {
+    let gate = SessionGate {
+        hub: hub.clone(),
+        mcp,
+    };
+    self::endpoint(hub, endpoint).layer(middleware::from_fn_with_state(gate, open_session))
+}
+
+async fn open_session(
+    State(gate): State<SessionGate>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let registry = gate.hub.snapshot();
+    let session = match gate.mcp.sessions.find(&gate.hub, &registry, &id).await {
+        Ok(session) => session,
+        Err(SessionError::Unavailable(why)) => {
+            return rpc_error(StatusCode::SERVICE_UNAVAILABLE, INVALID_REQUEST, why);
+        }
+        Err(_) => {
+            return rpc_error(
+                StatusCode::NOT_FOUND,
+                INVALID_REQUEST,
+                "no MCP session at this endpoint: it never existed, was deleted or expired; create one with POST /v1/mcp/sessions",
+            );
+        }
+    };
+    let principal = match registry.session_principal(session.owner()) {
+        Ok(p) => p,
+        Err(why) => return rpc_error(StatusCode::FORBIDDEN, INVALID_REQUEST, why),
+    };
+    request.extensions_mut().insert(principal);
+    request.extensions_mut().insert(session);
+    next.run(request).await
 }
 
 fn rpc_error(status: StatusCode, code: i64, message: impl Into<String>) -> Response {

@@ -5,6 +5,7 @@ mod access;
 mod console;
 mod error;
 mod mcp_http;
+mod mcp_sessions;
 mod messages;
 mod tools;
 mod usage;
@@ -53,7 +54,13 @@ pub fn router(hub: Arc<Hub>, mcp: Arc<Mcp>, mcp_cancel: CancellationToken) -> Ro
         .route("/v1/keys", get(access::list_keys))
         .route("/v1/messages", post(messages::create))
         .route("/v1/messages/count_tokens", post(messages::count_tokens))
-        .route_layer(keyed.clone());
+        .route("/v1/mcp/sessions", post(mcp_sessions::create))
+        .route(
+            "/v1/mcp/sessions/{id}",
+            get(mcp_sessions::show).delete(mcp_sessions::delete),
+        )
+        .route_layer(keyed.clone())
+        .layer(axum::Extension(mcp.clone()));
     let endpoint = |profile: Option<String>| {
         mcp_http::endpoint(
             hub.clone(),
@@ -68,9 +75,19 @@ pub fn router(hub: Arc<Hub>, mcp: Arc<Mcp>, mcp_cancel: CancellationToken) -> Ro
         mcp_routes = mcp_routes.route(&format!("{mcp_path}/{name}"), endpoint(Some(name.clone())));
     }
     let mcp_routes = mcp_routes.layer(keyed);
+    // The session's id is its capability: no gateway key is asked for here.
+    let session_routes = Router::new().route(
+        &format!("{mcp_path}/s/{{id}}"),
+        mcp_http::session_endpoint(
+            hub.clone(),
+            mcp.clone(),
+            crate::mcp::session_http_service(mcp.clone(), mcp_cancel.clone()),
+        ),
+    );
     Router::new()
         .merge(api)
         .merge(mcp_routes)
+        .merge(session_routes)
         .route("/health", get(health))
         .route("/ui", get(console::index))
         .route("/ui/", get(console::index))

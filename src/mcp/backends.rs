@@ -19,7 +19,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::hub::BackendHealth;
-use crate::registry::{Backend, Registry, Status, backends::Transport};
+use crate::registry::{Backend, Status, backends::Transport};
 
 /// First wait before reconnecting; doubles (with jitter) per failure up to [`MAX_BACKOFF`].
 const MIN_BACKOFF: Duration = Duration::from_millis(250);
@@ -62,7 +62,7 @@ struct Live {
     connects: u32,
 }
 
-struct State {
+pub(super) struct State {
     spec: Mutex<Backend>,
     live: Mutex<Live>,
     cancel: CancellationToken,
@@ -95,9 +95,9 @@ impl Default for Backends {
 impl Backends {
     /// Connects new backends, reconnects changed ones, stops removed ones; the others'
     /// sessions are untouched (their filters and timeout update in place).
-    pub fn sync(&self, registry: &Registry) {
+    pub fn sync(&self, specs: &BTreeMap<String, Backend>) {
         let mut states = lock(&self.states);
-        let wanted: BTreeSet<&String> = registry.backends.keys().collect();
+        let wanted: BTreeSet<&String> = specs.keys().collect();
         states.retain(|name, state| {
             let keep = wanted.contains(name);
             if !keep {
@@ -106,7 +106,7 @@ impl Backends {
             }
             keep
         });
-        for spec in registry.backends.values() {
+        for spec in specs.values() {
             if let Some(state) = states.get(&spec.name) {
                 let same = {
                     let old = lock(&state.spec);
@@ -178,6 +178,56 @@ impl Backends {
             .collect()
     }
 
+    /// Every backend, as the main endpoint and profiles offer them.
+    pub fn view(&self) -> View {
+        View(self.snapshot())
+    }
+
+    /// One backend's connection, for a session that shares the process's.
+    pub(super) fn state(&self, name: &str) -> Option<(String, Arc<State>)> {
+        lock(&self.states)
+            .get(name)
+            .map(|s| (name.to_string(), s.clone()))
+    }
+
+    pub fn tools(
+        &self,
+        separator: &str,
+        taken: &BTreeSet<String>,
+    ) -> (Vec<Exposed<Tool>>, Vec<String>) {
+        self.view().tools(separator, taken)
+    }
+
+    pub fn health(
+        &self,
+        separator: &str,
+        taken: &BTreeSet<String>,
+    ) -> BTreeMap<String, BackendHealth> {
+        self.view().health(separator, taken)
+    }
+
+    /// Stops every backend (on shutdown).
+    pub fn stop(&self) {
+        for (_, state) in self.snapshot() {
+            state.cancel.cancel();
+        }
+    }
+}
+
+/// The backends one endpoint offers, in a fixed order: all of a process's, or a
+/// session's pick (its own connections for the servers it brought credentials for,
+/// the process's for the others).
+pub struct View(Vec<(String, Arc<State>)>);
+
+impl View {
+    pub(super) fn of(states: Vec<(String, Arc<State>)>) -> View {
+        View(states)
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|(n, _)| n.as_str())
+    }
+
     /// The backend tools to offer, named `<prefix><separator><tool>`, and the reasons
     /// for any left out (a name outside `^[a-zA-Z0-9_-]{1,64}$`, or a collision).
     pub fn tools(
@@ -215,7 +265,7 @@ impl Backends {
         let mut out: Vec<Exposed<T>> = Vec::new();
         let mut problems = Vec::new();
         let mut seen: BTreeMap<String, String> = BTreeMap::new();
-        for (name, state) in self.snapshot() {
+        for (name, state) in &self.0 {
             let spec = lock(&state.spec).clone();
             let live = lock(&state.live);
             if live.phase != Phase::Connected {
@@ -253,9 +303,11 @@ impl Backends {
     }
 
     fn peer(&self, backend: &str) -> Result<(Peer<RoleClient>, Duration), String> {
-        let state = lock(&self.states)
-            .get(backend)
-            .cloned()
+        let state = self
+            .0
+            .iter()
+            .find(|(n, _)| n == backend)
+            .map(|(_, s)| s.clone())
             .ok_or_else(|| format!("backend {backend} is not configured"))?;
         let timeout = lock(&state.spec).timeout;
         let live = lock(&state.live);
@@ -313,7 +365,7 @@ impl Backends {
         }
     }
 
-    /// Each backend's state for `/health`.
+    /// Each backend's state for `/health` and a session's status.
     pub fn health(
         &self,
         separator: &str,
@@ -321,7 +373,7 @@ impl Backends {
     ) -> BTreeMap<String, BackendHealth> {
         let (_, problems) = self.tools(separator, taken);
         let mut out = BTreeMap::new();
-        for (name, state) in self.snapshot() {
+        for (name, state) in &self.0 {
             let spec = lock(&state.spec).clone();
             let live = lock(&state.live);
             let (status, reason) = match &live.phase {
@@ -352,13 +404,6 @@ impl Backends {
             out.insert(name.clone(), view);
         }
         out
-    }
-
-    /// Stops every backend (on shutdown).
-    pub fn stop(&self) {
-        for (_, state) in self.snapshot() {
-            state.cancel.cancel();
-        }
     }
 }
 

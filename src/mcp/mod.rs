@@ -4,6 +4,7 @@
 
 pub mod backends;
 mod builtin;
+pub mod sessions;
 mod stdio;
 
 use std::collections::BTreeSet;
@@ -29,7 +30,8 @@ use crate::hub::{Caller, Hub};
 use crate::registry::Principal;
 use crate::registry::{Profile, Registry};
 use crate::tools::{self, ToolError, ToolOutput};
-use backends::Backends;
+use backends::{Backends, View};
+use sessions::{Session, Sessions};
 
 /// What changed for clients after a reload or a backend's change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,12 +40,14 @@ pub struct Changed {
     pub prompts: bool,
 }
 
-/// Per process: the hub, the backends, the connected sessions to notify, and the
-/// change feed for `subscriptions/listen` (2026-07-28 clients, which have no session).
+/// Per process: the hub, the backends, the connected clients to notify, the change
+/// feed for `subscriptions/listen` (2026-07-28 clients, which have no session), and
+/// the per-session endpoints in use.
 pub struct Mcp {
     hub: Arc<Hub>,
     pub backends: Backends,
-    sessions: Mutex<Vec<Peer<RoleServer>>>,
+    pub sessions: Sessions,
+    peers: Mutex<Vec<Peer<RoleServer>>>,
     changes: broadcast::Sender<Changed>,
     last: Mutex<(u64, u64)>,
 }
@@ -55,14 +59,16 @@ impl Mcp {
         let mcp = Arc::new(Mcp {
             hub,
             backends: Backends::default(),
-            sessions: Mutex::new(Vec::new()),
+            sessions: Sessions::new(),
+            peers: Mutex::new(Vec::new()),
             changes,
             last: Mutex::new((0, 0)),
         });
         let registry = mcp.hub.snapshot();
         *lock(&mcp.last) = mcp.signatures(&registry);
-        mcp.backends.sync(&registry);
+        mcp.backends.sync(&registry.backends);
         tokio::spawn(follow(mcp.clone()));
+        tokio::spawn(sweep(mcp.clone()));
         mcp
     }
 
@@ -70,12 +76,32 @@ impl Mcp {
     pub fn handler(self: &Arc<Self>, profile: Option<String>) -> Handler {
         Handler {
             mcp: self.clone(),
-            profile,
+            scope: match profile {
+                None => Scope::All,
+                Some(name) => Scope::Profile(name),
+            },
+        }
+    }
+
+    /// The handler of `/mcp/s/<id>`: the session comes with each request.
+    pub fn session_handler(self: &Arc<Self>) -> Handler {
+        Handler {
+            mcp: self.clone(),
+            scope: Scope::Session,
+        }
+    }
+
+    /// Everything, as the main endpoint offers it.
+    fn everything(&self) -> Offer<'static> {
+        Offer {
+            view: self.backends.view(),
+            own: true,
+            profile: None,
         }
     }
 
     /// Names llmhub's own tools take (built-in and every configured prompt tool).
-    fn own_names(registry: &Registry) -> BTreeSet<String> {
+    pub(crate) fn own_names(registry: &Registry) -> BTreeSet<String> {
         tools::BUILTIN_NAMES
             .iter()
             .map(|s| s.to_string())
@@ -85,14 +111,14 @@ impl Mcp {
 
     /// The tools a client sees: built-ins, offered prompt tools, then backend tools;
     /// with a profile, only what it allows.
-    pub fn tools(
-        &self,
-        registry: &Registry,
-        profile: Option<&Profile>,
-        principal: &Principal,
-    ) -> Vec<Tool> {
-        let own = list_tools(registry).into_iter().map(|t| (t, None));
-        let (backend, _) = self.backends.tools(
+    fn tools(&self, registry: &Registry, offer: &Offer<'_>, principal: &Principal) -> Vec<Tool> {
+        let own = if offer.own {
+            list_tools(registry)
+        } else {
+            Vec::new()
+        };
+        let own = own.into_iter().map(|t| (t, None));
+        let (backend, _) = offer.view.tools(
             &registry.settings.mcp_tool_separator,
             &Self::own_names(registry),
         );
@@ -103,16 +129,23 @@ impl Mcp {
         });
         own.chain(backend)
             .filter(|(t, server)| {
-                profile.is_none_or(|p| p.allows(server.as_deref(), &t.name))
+                offer
+                    .profile
+                    .is_none_or(|p| p.allows(server.as_deref(), &t.name))
                     && principal.allows_tool(&t.name)
             })
             .map(|(t, _)| t)
             .collect()
     }
 
-    pub fn prompts(&self, registry: &Registry, profile: Option<&Profile>) -> Vec<Prompt> {
-        let own = list_prompts(registry).into_iter().map(|p| (p, None));
-        let (backend, _) = self.backends.prompts(
+    fn prompts(&self, registry: &Registry, offer: &Offer<'_>) -> Vec<Prompt> {
+        let own = if offer.own {
+            list_prompts(registry)
+        } else {
+            Vec::new()
+        };
+        let own = own.into_iter().map(|p| (p, None));
+        let (backend, _) = offer.view.prompts(
             &registry.settings.mcp_tool_separator,
             &Self::own_names(registry),
         );
@@ -122,20 +155,24 @@ impl Mcp {
             (prompt, Some(e.backend))
         });
         own.chain(backend)
-            .filter(|(p, server)| profile.is_none_or(|f| f.allows(server.as_deref(), &p.name)))
+            .filter(|(p, server)| {
+                offer
+                    .profile
+                    .is_none_or(|f| f.allows(server.as_deref(), &p.name))
+            })
             .map(|(p, _)| p)
             .collect()
     }
 
-    fn backend_of(&self, registry: &Registry, exposed: &str) -> Option<String> {
-        let (tools, _) = self.backends.tools(
+    fn backend_of(registry: &Registry, view: &View, exposed: &str) -> Option<String> {
+        let (tools, _) = view.tools(
             &registry.settings.mcp_tool_separator,
             &Self::own_names(registry),
         );
         if let Some(e) = tools.into_iter().find(|e| e.name == exposed) {
             return Some(e.backend);
         }
-        let (prompts, _) = self.backends.prompts(
+        let (prompts, _) = view.prompts(
             &registry.settings.mcp_tool_separator,
             &Self::own_names(registry),
         );
@@ -147,19 +184,88 @@ impl Mcp {
 
     /// A fingerprint of what `tools/list` and `prompts/list` would answer.
     fn signatures(&self, registry: &Registry) -> (u64, u64) {
+        self.signature(registry, &self.everything(), &Principal::Admin)
+    }
+
+    fn signature(
+        &self,
+        registry: &Registry,
+        offer: &Offer<'_>,
+        principal: &Principal,
+    ) -> (u64, u64) {
         let mut t = DefaultHasher::new();
-        serde_json::to_string(&self.tools(registry, None, &Principal::Admin))
+        serde_json::to_string(&self.tools(registry, offer, principal))
             .unwrap_or_default()
             .hash(&mut t);
         let mut p = DefaultHasher::new();
-        serde_json::to_string(&self.prompts(registry, None))
+        serde_json::to_string(&self.prompts(registry, offer))
             .unwrap_or_default()
             .hash(&mut p);
         (t.finish(), p.finish())
     }
 
+    /// Opens a session's own connections on its first request after being idle, and
+    /// follows their changes until they close.
+    fn enter(self: &Arc<Self>, session: &Arc<Session>, registry: &Registry) {
+        if let Some(stop) = session.start(registry) {
+            self.sessions.wake.notify_one();
+            let (mcp, session) = (self.clone(), session.clone());
+            tokio::spawn(async move {
+                let changed = session.changed();
+                // Compare once connected, not while connecting: what clients saw before it
+                // idled out is what it offers again.
+                session.first_connects(&mcp.backends).await;
+                loop {
+                    tokio::select! {
+                        () = stop.cancelled() => return,
+                        () = changed.notified() => mcp.announce_session(&session).await,
+                    }
+                }
+            });
+        }
+    }
+
+    /// Tells one session's clients what changed in what they see, if anything. An idle
+    /// session's clients hear of changes when it next opens.
+    async fn announce_session(&self, session: &Session) {
+        if !session.is_open() {
+            return;
+        }
+        let registry = self.hub.snapshot();
+        let principal = registry
+            .session_principal(session.owner())
+            .unwrap_or(Principal::Admin);
+        let offer = Offer {
+            view: session.view(&self.backends),
+            own: session.builtin(),
+            profile: None,
+        };
+        let now = self.signature(&registry, &offer, &principal);
+        let changed = {
+            let mut last = lock(&session.listed);
+            let c = Changed {
+                tools: now.0 != last.0,
+                prompts: now.1 != last.1,
+            };
+            *last = now;
+            c
+        };
+        let peers: Vec<Peer<RoleServer>> = {
+            let mut peers = lock(&session.peers);
+            peers.retain(|p| !p.is_transport_closed());
+            peers.clone()
+        };
+        if !peers.is_empty() && (changed.tools || changed.prompts) {
+            tracing::info!(session = %session.label, tools = changed.tools, prompts = changed.prompts, "announcing list changes to a session");
+        }
+        notify(&peers, changed).await;
+    }
+
     /// Tells connected clients what changed since the last announcement, if anything.
     async fn announce(&self) {
+        for session in self.sessions.in_use() {
+            self.announce_session(&session).await;
+        }
         let registry = self.hub.snapshot();
         let separator = registry.settings.mcp_tool_separator.clone();
         let own = Self::own_names(&registry);
@@ -183,9 +289,9 @@ impl Mcp {
             return;
         }
         let peers: Vec<Peer<RoleServer>> = {
-            let mut sessions = self.sessions();
-            sessions.retain(|p| !p.is_transport_closed());
-            sessions.clone()
+            let mut peers = self.peers();
+            peers.retain(|p| !p.is_transport_closed());
+            peers.clone()
         };
         tracing::info!(
             sessions = peers.len(),
@@ -193,14 +299,7 @@ impl Mcp {
             prompts = changed.prompts,
             "announcing list changes"
         );
-        for peer in peers {
-            if changed.tools {
-                let _ = peer.notify_tool_list_changed().await;
-            }
-            if changed.prompts {
-                let _ = peer.notify_prompt_list_changed().await;
-            }
-        }
+        notify(&peers, changed).await;
         let _ = self.changes.send(changed);
     }
 
@@ -209,8 +308,46 @@ impl Mcp {
         self.changes.subscribe()
     }
 
-    fn sessions(&self) -> std::sync::MutexGuard<'_, Vec<Peer<RoleServer>>> {
-        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    fn peers(&self) -> std::sync::MutexGuard<'_, Vec<Peer<RoleServer>>> {
+        lock(&self.peers)
+    }
+}
+
+async fn notify(peers: &[Peer<RoleServer>], changed: Changed) {
+    for peer in peers {
+        if changed.tools {
+            let _ = peer.notify_tool_list_changed().await;
+        }
+        if changed.prompts {
+            let _ = peer.notify_prompt_list_changed().await;
+        }
+    }
+}
+
+/// What one endpoint offers a request: which backends, whether llmhub's own tools and
+/// prompts, and a profile's filter.
+struct Offer<'r> {
+    view: View,
+    own: bool,
+    profile: Option<&'r Profile>,
+}
+
+impl Offer<'_> {
+    /// Whether the tool or prompt `name` passes this offer's profile.
+    fn allows(&self, registry: &Registry, name: &str) -> bool {
+        self.profile
+            .is_none_or(|p| p.allows(Mcp::backend_of(registry, &self.view, name).as_deref(), name))
+    }
+}
+
+/// Removes expired sessions and closes idle ones' connections, as their deadlines come.
+async fn sweep(mcp: Arc<Mcp>) {
+    loop {
+        let wait = mcp.sessions.sweep(&mcp.hub).await;
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = mcp.sessions.wake.notified() => {}
+        }
     }
 }
 
@@ -235,7 +372,10 @@ async fn follow(mcp: Arc<Mcp>) {
                 let registry = mcp.hub.snapshot();
                 if registry.generation != synced {
                     synced = registry.generation;
-                    mcp.backends.sync(&registry);
+                    mcp.backends.sync(&registry.backends);
+                    for session in mcp.sessions.in_use() {
+                        session.resync(&registry);
+                    }
                     mcp.announce().await;
                 }
             }
@@ -248,7 +388,16 @@ async fn follow(mcp: Arc<Mcp>) {
 #[derive(Clone)]
 pub struct Handler {
     mcp: Arc<Mcp>,
-    profile: Option<String>,
+    scope: Scope,
+}
+
+/// Which endpoint a handler serves.
+#[derive(Clone)]
+enum Scope {
+    All,
+    Profile(String),
+    /// `/mcp/s/<id>`: the HTTP side puts the session in each request's extensions.
+    Session,
 }
 
 fn object(v: &Value) -> Arc<Map<String, Value>> {
@@ -354,22 +503,58 @@ fn tool_success(out: ToolOutput, structured_tool: bool) -> CallToolResponse {
 }
 
 impl Handler {
-    /// The profile this handler serves, from the current snapshot; `Err` if it was removed.
-    fn profile<'r>(&self, registry: &'r Registry) -> Result<Option<&'r Profile>, McpError> {
-        match &self.profile {
-            None => Ok(None),
-            Some(name) => registry.profiles.get(name).map(Some).ok_or_else(|| {
-                McpError::invalid_params(format!("profile `{name}` is no longer configured"), None)
-            }),
+    /// The session a `/mcp/s/<id>` request belongs to (opening its connections if they
+    /// were idle); `None` on the other endpoints.
+    fn session(
+        &self,
+        extensions: &rmcp::model::Extensions,
+        registry: &Registry,
+    ) -> Result<Option<Arc<Session>>, McpError> {
+        if !matches!(self.scope, Scope::Session) {
+            return Ok(None);
         }
+        let session = extensions
+            .get::<http::request::Parts>()
+            .and_then(|p| p.extensions.get::<Arc<Session>>())
+            .cloned()
+            .ok_or_else(|| McpError::internal_error("no MCP session on this request", None))?;
+        self.mcp.enter(&session, registry);
+        Ok(Some(session))
     }
 
-    /// Whether the tool or prompt `name` is served by this handler's profile.
-    fn in_profile(&self, registry: &Registry, name: &str) -> Result<bool, McpError> {
-        Ok(match self.profile(registry)? {
-            None => true,
-            Some(p) => p.allows(self.mcp.backend_of(registry, name).as_deref(), name),
+    /// What this handler's endpoint offers, from the current snapshot; `Err` if its
+    /// profile was removed.
+    fn offer<'r>(
+        &self,
+        registry: &'r Registry,
+        session: Option<&Session>,
+    ) -> Result<Offer<'r>, McpError> {
+        Ok(match (&self.scope, session) {
+            (Scope::Session, Some(session)) => Offer {
+                view: session.view(&self.mcp.backends),
+                own: session.builtin(),
+                profile: None,
+            },
+            (Scope::Profile(name), _) => Offer {
+                view: self.mcp.backends.view(),
+                own: true,
+                profile: Some(registry.profiles.get(name).ok_or_else(|| {
+                    McpError::invalid_params(
+                        format!("profile `{name}` is no longer configured"),
+                        None,
+                    )
+                })?),
+            },
+            _ => self.mcp.everything(),
         })
+    }
+
+    /// Waits for first connection attempts, so a new client's first list is complete.
+    async fn first_connects(&self, session: Option<&Session>) {
+        match session {
+            Some(session) => session.first_connects(&self.mcp.backends).await,
+            None => self.mcp.backends.first_connects().await,
+        }
     }
 
     /// Runs `work`, sending progress notifications while it lasts when the client asked
@@ -435,9 +620,18 @@ impl ServerHandler for Handler {
     }
 
     async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
-        let mut sessions = self.mcp.sessions();
-        sessions.retain(|p| !p.is_transport_closed());
-        sessions.push(context.peer.clone());
+        let registry = self.mcp.hub.snapshot();
+        let mut peers = match self.session(&context.extensions, &registry) {
+            Ok(Some(session)) => {
+                let mut peers = lock(&session.peers);
+                peers.retain(|p| !p.is_transport_closed());
+                peers.push(context.peer.clone());
+                return;
+            }
+            _ => self.mcp.peers(),
+        };
+        peers.retain(|p| !p.is_transport_closed());
+        peers.push(context.peer.clone());
     }
 
     /// Methods rmcp does not route here are either unknown, or known ones whose params
@@ -455,12 +649,13 @@ impl ServerHandler for Handler {
         _request: Option<PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
-        self.mcp.backends.first_connects().await;
         let registry = self.mcp.hub.snapshot();
-        let profile = self.profile(&registry)?;
+        let session = self.session(&context.extensions, &registry)?;
+        self.first_connects(session.as_deref()).await;
+        let offer = self.offer(&registry, session.as_deref())?;
         Ok(ListToolsResult::with_all_items(self.mcp.tools(
             &registry,
-            profile,
+            &offer,
             &principal(&context),
         )))
     }
@@ -479,7 +674,12 @@ impl ServerHandler for Handler {
                 None,
             )
         };
-        if !self.in_profile(&registry, name)? {
+        let session = self.session(&context.extensions, &registry)?;
+        if let Some(session) = &session {
+            session.first_connects(&self.mcp.backends).await;
+        }
+        let offer = self.offer(&registry, session.as_deref())?;
+        if !offer.allows(&registry, name) {
             return Err(unknown());
         }
         let principal = principal(&context);
@@ -492,7 +692,7 @@ impl ServerHandler for Handler {
         let hub = &self.mcp.hub;
         // The key's own limits hold every call that does work (not the cheap built-ins).
         let mut caller = Caller::of(&principal, http_caller(&context));
-        let (backend_tools, _) = self.mcp.backends.tools(
+        let (backend_tools, _) = offer.view.tools(
             &registry.settings.mcp_tool_separator,
             &Mcp::own_names(&registry),
         );
@@ -500,13 +700,13 @@ impl ServerHandler for Handler {
             if let Err(refusal) = hub.admit(&registry, &principal, &mut caller, || 0.0).await {
                 return Ok(refused(&refusal));
             }
-            let call = self
-                .mcp
-                .backends
-                .call_tool(exposed, request.arguments.clone());
+            let call = offer.view.call_tool(exposed, request.arguments.clone());
             let out = self.with_progress(&context, call).await?;
             drop(caller);
             return Ok(out.into());
+        }
+        if !offer.own {
+            return Err(unknown());
         }
         if let Some(response) = builtin::call(hub, &registry, &principal, name, &args) {
             return Ok(response);
@@ -600,9 +800,10 @@ impl ServerHandler for Handler {
         context: RequestContext<RoleServer>,
     ) -> Result<ListPromptsResult, McpError> {
         let registry = self.mcp.hub.snapshot();
-        let profile = self.profile(&registry)?;
+        let session = self.session(&context.extensions, &registry)?;
+        let offer = self.offer(&registry, session.as_deref())?;
         let principal = principal(&context);
-        let mut prompts = self.mcp.prompts(&registry, profile);
+        let mut prompts = self.mcp.prompts(&registry, &offer);
         prompts.retain(|p| principal.allows_tool(&p.name));
         Ok(ListPromptsResult::with_all_items(prompts))
     }
@@ -615,26 +816,27 @@ impl ServerHandler for Handler {
         let registry = self.mcp.hub.snapshot();
         let unknown =
             || McpError::invalid_params(format!("unknown prompt `{}`", request.name), None);
+        let session = self.session(&context.extensions, &registry)?;
+        let offer = self.offer(&registry, session.as_deref())?;
         // A key's tool globs cover the prompts of the same names.
-        if !self.in_profile(&registry, &request.name)?
+        if !offer.allows(&registry, &request.name)
             || !principal(&context).allows_tool(&request.name)
         {
             return Err(unknown());
         }
-        let (backend_prompts, _) = self.mcp.backends.prompts(
+        let (backend_prompts, _) = offer.view.prompts(
             &registry.settings.mcp_tool_separator,
             &Mcp::own_names(&registry),
         );
         if let Some(exposed) = backend_prompts.iter().find(|e| e.name == request.name) {
-            return self
-                .mcp
-                .backends
+            return offer
+                .view
                 .get_prompt(exposed, request.arguments)
                 .await
                 .map(Into::into)
                 .map_err(|e| McpError::internal_error(e, None));
         }
-        let Some(tool) = registry.tools.get(&request.name) else {
+        let Some(tool) = registry.tools.get(&request.name).filter(|_| offer.own) else {
             return Err(unknown());
         };
         let args =
@@ -837,13 +1039,13 @@ pub async fn serve_stdio(hub: Arc<Hub>, profile: Option<String>) -> anyhow::Resu
 /// session from a made-up id.
 pub struct HttpEndpoint {
     pub service: StreamableHttpService<Handler, LocalSessionManager>,
-    pub sessions: Sessions,
+    pub sessions: LiveSessions,
 }
 
 #[derive(Clone)]
-pub struct Sessions(Arc<LocalSessionManager>);
+pub struct LiveSessions(Arc<LocalSessionManager>);
 
-impl Sessions {
+impl LiveSessions {
     pub async fn exists(&self, id: &str) -> bool {
         use rmcp::transport::streamable_http_server::SessionManager;
         self.0
@@ -853,9 +1055,21 @@ impl Sessions {
     }
 }
 
-/// The streamable HTTP service mounted at `[mcp] http_path`: loopback hosts and origins
-/// are allowed, plus those configured.
+/// The streamable HTTP service mounted at `[mcp] http_path` (or a profile's path):
+/// loopback hosts and origins are allowed, plus those configured.
 pub fn http_service(mcp: Arc<Mcp>, profile: Option<String>, ct: CancellationToken) -> HttpEndpoint {
+    let handler = mcp.handler(profile);
+    service_of(&mcp, handler, ct)
+}
+
+/// The service behind every `/mcp/s/<id>`: the HTTP side resolves the id and puts the
+/// session in the request.
+pub fn session_http_service(mcp: Arc<Mcp>, ct: CancellationToken) -> HttpEndpoint {
+    let handler = mcp.session_handler();
+    service_of(&mcp, handler, ct)
+}
+
+fn service_of(mcp: &Mcp, handler: Handler, ct: CancellationToken) -> HttpEndpoint {
     let registry = mcp.hub.snapshot();
     let settings = &registry.settings;
     let mut hosts: Vec<String> = vec![
@@ -875,10 +1089,9 @@ pub fn http_service(mcp: Arc<Mcp>, profile: Option<String>, ct: CancellationToke
         .with_allowed_hosts(hosts)
         .with_allowed_origins(origins)
         .with_cancellation_token(ct);
-    let handler = mcp.handler(profile);
     let sessions = Arc::new(LocalSessionManager::default());
     HttpEndpoint {
         service: StreamableHttpService::new(move || Ok(handler.clone()), sessions.clone(), config),
-        sessions: Sessions(sessions),
+        sessions: LiveSessions(sessions),
     }
 }

@@ -31,13 +31,38 @@ pub struct Backend {
     pub transport: Transport,
     /// The header to send and its value (already `Bearer …` for bearer auth).
     pub auth: Option<(HeaderName, Secret)>,
+    /// How the backend authenticates, declared even while its variable is unset: a
+    /// session's credential is sent in this shape.
+    pub auth_shape: Option<AuthShape>,
     pub env_key: Option<String>,
+    /// `enabled = false`: not even a session's credential connects it.
+    pub disabled: bool,
     pub timeout: Duration,
     pub include: Vec<String>,
     pub exclude: Vec<String>,
     pub status: Status,
     /// Changes when anything that needs a new connection changes.
     pub fingerprint: u64,
+}
+
+/// The header a backend's secret goes in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthShape {
+    Bearer,
+    Header(HeaderName),
+}
+
+impl AuthShape {
+    /// The header and value that send `secret` in this shape.
+    pub fn header(&self, secret: &str) -> (HeaderName, Secret) {
+        match self {
+            AuthShape::Bearer => (
+                reqwest::header::AUTHORIZATION,
+                Secret::new(format!("Bearer {secret}")),
+            ),
+            AuthShape::Header(name) => (name.clone(), Secret::new(secret.to_string())),
+        }
+    }
 }
 
 impl Backend {
@@ -171,6 +196,12 @@ pub fn build_backend(
         return None;
     }
     let transport = transport?;
+    let auth_shape = raw.auth.as_ref().and_then(|a| match a {
+        RawAuth::Bearer { .. } => Some(AuthShape::Bearer),
+        RawAuth::Header { name, .. } => HeaderName::try_from(name.as_str())
+            .ok()
+            .map(AuthShape::Header),
+    });
     let mut h = std::collections::hash_map::DefaultHasher::new();
     transport.hash(&mut h);
     auth.as_ref()
@@ -181,7 +212,9 @@ pub fn build_backend(
         prefix,
         transport,
         auth,
+        auth_shape,
         env_key,
+        disabled: raw.enabled == Some(false),
         timeout,
         include: raw.include.clone(),
         exclude: raw.exclude.clone(),

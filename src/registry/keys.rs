@@ -233,6 +233,47 @@ impl Registry {
     }
 }
 
+impl Registry {
+    /// Who a per-session MCP endpoint acts as: whoever created it, as they stand now —
+    /// a revoked or expired key ends its sessions' use, and a session made while the
+    /// gateway was open stops once keys are required.
+    pub fn session_principal(&self, owner: &str) -> Result<Principal, String> {
+        if owner == SESSION_OWNER_ADMIN {
+            return Ok(Principal::Admin);
+        }
+        if let Some(name) = owner.strip_prefix("key:") {
+            let key = self.keys.by_name.get(name).ok_or_else(|| {
+                format!("the key `{name}` that created this session no longer exists")
+            })?;
+            if let Some((at, on)) = &key.expires
+                && crate::store::now_ms() / 1000 >= *at
+            {
+                return Err(format!(
+                    "the key `{name}` that created this session expired on {on}"
+                ));
+            }
+            return Ok(Principal::Key(key.clone()));
+        }
+        if self.keys_required() {
+            return Err("this session was created while the gateway took no keys; create a new one with a key".to_string());
+        }
+        Ok(Principal::Open)
+    }
+}
+
+pub const SESSION_OWNER_ADMIN: &str = "admin";
+
+impl Principal {
+    /// How a session created by this caller records its owner.
+    pub fn session_owner(&self) -> String {
+        match self {
+            Principal::Open => "open".to_string(),
+            Principal::Admin => SESSION_OWNER_ADMIN.to_string(),
+            Principal::Key(k) => format!("key:{}", k.name),
+        }
+    }
+}
+
 /// `[projects.NAME]` budgets.
 pub(crate) fn build_projects(
     hub: &Parsed<crate::config::RawHub>,

@@ -73,6 +73,8 @@ pub struct Settings {
     pub mcp_allowed_hosts: Vec<String>,
     pub mcp_allowed_origins: Vec<String>,
     pub mcp_progress_interval: Duration,
+    pub mcp_session_max_ttl: Duration,
+    pub mcp_session_idle: Duration,
     /// The ledger's database URL (may hold a password), `None` when the ledger is off.
     pub storage_url: Option<Secret>,
     pub retention_days: u32,
@@ -80,6 +82,29 @@ pub struct Settings {
     pub redis_url: Option<Secret>,
     /// Whether budgets are enforced (`false`) or waived while Redis is unreachable.
     pub allow_when_store_down: bool,
+    /// `LLMHUB_SECRET_KEY` (from the environment or `.env`), already checked to be 32
+    /// bytes: what per-session MCP credentials are sealed with.
+    pub secret_key: Option<Arc<[u8; 32]>>,
+}
+
+pub const SECRET_KEY_ENV: &str = "LLMHUB_SECRET_KEY";
+
+/// The 32 bytes in a base64 `LLMHUB_SECRET_KEY`, or what is wrong with it.
+pub fn secret_key_bytes(text: &str) -> Result<[u8; 32], String> {
+    use base64::Engine;
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+    let how = "expected 32 random bytes in base64, such as `openssl rand -base64 32` prints";
+    let text = text.trim();
+    let bytes = STANDARD
+        .decode(text)
+        .or_else(|_| URL_SAFE_NO_PAD.decode(text))
+        .map_err(|_| format!("{SECRET_KEY_ENV} is not base64: {how}"))?;
+    <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| {
+        format!(
+            "{SECRET_KEY_ENV} holds {} bytes, not 32: {how}",
+            bytes.len()
+        )
+    })
 }
 
 /// Whether a provider takes requests, and if not, why.
@@ -694,11 +719,19 @@ fn build_settings(
     }
     let (storage_url, retention_days) = build_storage(hub, lookup, errors);
     let (redis_url, allow_when_store_down) = build_redis(hub, lookup, errors);
+    let secret_key = lookup(SECRET_KEY_ENV).and_then(|text| match secret_key_bytes(&text) {
+        Ok(bytes) => Some(Arc::new(bytes)),
+        Err(why) => {
+            errors.push(src.error_at(&[], why));
+            None
+        }
+    });
     Settings {
         storage_url,
         retention_days,
         redis_url,
         allow_when_store_down,
+        secret_key,
         listen,
         api_keys,
         max_body_bytes,
@@ -717,8 +750,27 @@ fn build_settings(
             Some(s) => positive_duration(src, &["mcp", "progress_interval_s"], s, errors),
             None => Duration::from_secs(5),
         },
+        mcp_session_max_ttl: match raw.mcp.session_max_ttl_s {
+            Some(s) if (1.0..=MAX_SESSION_TTL_S).contains(&s) => Duration::from_secs_f64(s),
+            Some(s) => {
+                errors.push(src.error_at(
+                    &["mcp", "session_max_ttl_s"],
+                    format!("expected a number of seconds from 1 to {MAX_SESSION_TTL_S} (a year), found {s}"),
+                ));
+                Duration::from_secs(1)
+            }
+            None => Duration::from_secs(DEFAULT_SESSION_MAX_TTL_S),
+        },
+        mcp_session_idle: match raw.mcp.session_idle_s {
+            Some(s) => positive_duration(src, &["mcp", "session_idle_s"], s, errors),
+            None => Duration::from_secs(300),
+        },
     }
 }
+
+/// `[mcp] session_max_ttl_s`: its default (30 days) and its ceiling (a year).
+const DEFAULT_SESSION_MAX_TTL_S: u64 = 30 * 86_400;
+const MAX_SESSION_TTL_S: f64 = 365.0 * 86_400.0;
 
 /// `[storage] redis_url_env` and `limits_when_store_down`.
 fn build_redis(

@@ -1,9 +1,10 @@
 //! The database behind `[storage]`, SQLite (embedded, the default) or PostgreSQL, through
 //! one sqlx code path: versioned migrations, batched ledger writes with their daily
-//! totals in the same transaction, usage reports and recent rows, retention. Nothing
-//! else speaks SQL to it.
+//! totals in the same transaction, usage reports and recent rows, retention, and the
+//! per-session MCP endpoints. Nothing else speaks SQL to it.
 
 pub mod ledger;
+mod sessions;
 
 use std::collections::BTreeMap;
 
@@ -15,13 +16,21 @@ use sqlx::query::Query;
 use sqlx::{Any, AnyPool, Row as _};
 
 pub use ledger::{Ledger, LedgerHealth};
+pub use sessions::SessionRecord;
 
 /// The migrations, in order; each runs once per database, recorded in `llmhub_migrations`.
-const MIGRATIONS: [(i64, &str, &str); 1] = [(
-    1,
-    "ledger",
-    include_str!("../../migrations/0001_ledger.sql"),
-)];
+const MIGRATIONS: [(i64, &str, &str); 2] = [
+    (
+        1,
+        "ledger",
+        include_str!("../../migrations/0001_ledger.sql"),
+    ),
+    (
+        2,
+        "mcp_sessions",
+        include_str!("../../migrations/0002_mcp_sessions.sql"),
+    ),
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -782,6 +791,18 @@ pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` of a time in milliseconds since the epoch.
+pub fn rfc3339(ms: i64) -> String {
+    let secs = ms.div_euclid(1000).rem_euclid(86_400);
+    format!(
+        "{}T{:02}:{:02}:{:02}Z",
+        civil_date(days(ms)),
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
 }
 
 /// Days since the epoch, UTC.

@@ -367,6 +367,7 @@ pub async fn run_stdio(hub: &Path, input: &str) -> Vec<Value> {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
         .collect()
 }
+pub mod mcp;
 pub mod pg;
 
 /// One MCP session over streamable HTTP, with a gateway key, spoken as raw JSON-RPC.
