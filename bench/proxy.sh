@@ -2,7 +2,10 @@
 # llmhub against the physical limit of a proxy on this machine: nginx serves a fixed
 # 305-byte chat.completion (the upstream); the same request goes to it directly, through
 # nginx `proxy_pass` (keepalive upstream), and through llmhub; wrk -t1, non-streaming,
-# at 1 and 16 connections, all on 127.0.0.1. Prints each row and the ratios of one run.
+# at 1 and 16 connections, all on 127.0.0.1. Then streaming: nginx serves a 1,000-chunk
+# SSE reply; time to first byte (median of 200 curl runs) and whole streams per second
+# (wrk -c16) directly, through nginx and through llmhub. Prints each row and the ratios
+# of one run.
 # Usage: bench/proxy.sh [seconds per run, default 10]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,11 +13,15 @@ secs=${1:-10}
 up_port=9131
 proxy_port=9132
 hub_addr=127.0.0.1:9133
+stream_port=9134
+stream_proxy_port=9135
 
 command -v wrk >/dev/null || { echo "wrk is needed: apt-get install -y wrk" >&2; exit 1; }
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || { echo "nginx is needed: apt-get install -y nginx-light" >&2; exit 1; }
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-cargo build --release --quiet --bin llmhub
+# LLMHUB_BIN=path measures another build (an A/B of build settings) instead of this tree's.
+bin=${LLMHUB_BIN:-target/release/llmhub}
+[ -n "${LLMHUB_BIN:-}" ] || cargo build --release --quiet --bin llmhub
 
 work=$(mktemp -d)
 pids=()
@@ -22,7 +29,14 @@ cleanup() { kill "${pids[@]}" 2>/dev/null || true; "$NGINX" -p "$work" -c nginx.
 trap cleanup EXIT
 
 reply='{"id":"chatcmpl-bench","object":"chat.completion","created":1760000000,"model":"bench-model","choices":[{"index":0,"message":{"role":"assistant","content":"Hello! How can I assist you today?"},"finish_reason":"stop"}],"usage":{"prompt_tokens":19,"completion_tokens":10,"total_tokens":29}}'
-mkdir -p "$work/logs"
+mkdir -p "$work/logs" "$work/static"
+# nginx's workers (a user other than root) read the SSE file.
+chmod 755 "$work" "$work/static"
+# 1,000 chunks of a few words each, then a finish_reason chunk and [DONE].
+for i in $(seq 1000); do
+  printf 'data: {"id":"chatcmpl-bench","object":"chat.completion.chunk","created":1760000000,"model":"bench-model","choices":[{"index":0,"delta":{"content":"word %d "},"finish_reason":null}]}\n\n' "$i"
+done > "$work/static/chunks.sse"
+printf 'data: {"id":"chatcmpl-bench","object":"chat.completion.chunk","created":1760000000,"model":"bench-model","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n' >> "$work/static/chunks.sse"
 cat > "$work/nginx.conf" <<CONF
 worker_processes auto;
 error_log logs/error.log warn;
@@ -38,6 +52,16 @@ http {
   server {
     listen 127.0.0.1:$proxy_port;
     location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
+  upstream stream_up { server 127.0.0.1:$stream_port; keepalive 64; }
+  server {
+    listen 127.0.0.1:$stream_port;
+    # Any POST gets the SSE file (the static module answers POST with 405; turn it into the file).
+    location / { root $work/static; default_type text/event-stream; try_files /chunks.sse =404; error_page 405 =200 \$uri; }
+  }
+  server {
+    listen 127.0.0.1:$stream_proxy_port;
+    location / { proxy_pass http://stream_up; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; }
   }
 }
 CONF
@@ -56,7 +80,11 @@ cat > "$work/hub/providers.d/mock.toml" <<TOML
 base_url = "http://127.0.0.1:$up_port/v1"
 models = ["bench-model"]
 TOML
-RUST_LOG=warn target/release/llmhub serve --config "$work/hub/hub.toml" &
+cat > "$work/hub/providers.d/stream.toml" <<TOML
+base_url = "http://127.0.0.1:$stream_port/v1"
+models = ["bench-model"]
+TOML
+RUST_LOG=warn "$bin" serve --config "$work/hub/hub.toml" &
 pids+=($!)
 
 wait_up() { for _ in $(seq 100); do curl -fs -o /dev/null -X POST "$1" -d '{"messages":[{"role":"user","content":"x"}]}' && return; sleep 0.05; done; echo "no answer from $1" >&2; exit 1; }
@@ -91,3 +119,32 @@ run "nginx proxy c16" "$proxied" 16
 run "llmhub c16" "$hub" 16
 awk -v h="${rps[llmhub c16]}" -v n="${rps[nginx proxy c16]}" 'BEGIN { printf "throughput at 16 connections: llmhub / nginx proxy_pass = %.2f (target >= 0.85)\n", h / n }'
 awk -v d="${p50[direct c1]}" -v n="${p50[nginx proxy c1]}" -v h="${p50[llmhub c1]}" 'BEGIN { printf "added p50 at 1 connection: nginx +%.1f us, llmhub +%.1f us (target: llmhub <= nginx + 25)\n", n - d, h - d }'
+
+# ---- streaming: 1,000 chunks -------------------------------------------------------
+stream_body='{"model":"stream/bench-model","stream":true,"messages":[{"role":"user","content":"Hello!"}]}'
+s_direct="http://127.0.0.1:$stream_port/v1/chat/completions"
+s_proxied="http://127.0.0.1:$stream_proxy_port/v1/chat/completions"
+for u in "$s_direct" "$s_proxied" "$hub"; do
+  n=$(curl -fsN -X POST "$u" -H 'content-type: application/json' -d "$stream_body" | grep -c '"content":"word')
+  [ "$n" = 1000 ] || { echo "$u streamed $n content chunks, not 1000" >&2; exit 1; }
+done
+declare -A ttfb srps
+first_byte() { # name url: median time to first byte of 200 streams, in us
+  local t
+  t=$(for _ in $(seq 200); do curl -s -o /dev/null -w '%{time_starttransfer}\n' -X POST "$2" -H 'content-type: application/json' -d "$stream_body"; done \
+    | sort -n | awk '{v[NR]=$1} END {printf "%.0f", v[int((NR+1)/2)] * 1e6}')
+  ttfb[$1]=$t
+}
+streams() { # name url
+  local out="$work/$1.txt"
+  STREAM_BODY="$stream_body" wrk -t1 -c16 -d"${secs}s" -s bench/post_stream.lua "$2" > "$out"
+  srps[$1]=$(awk '/Requests\/sec/ {print $2}' "$out")
+}
+for row in "direct:$s_direct" "nginx proxy:$s_proxied" "llmhub:$hub"; do
+  name=${row%%:*}; url=${row#*:}
+  first_byte "$name" "$url"
+  streams "$name" "$url"
+  printf '%-22s first byte p50 %6s us   1000-chunk streams at c16 %10s/s\n' "stream $name" "${ttfb[$name]}" "${srps[$name]}"
+done
+awk -v d="${ttfb[direct]}" -v n="${ttfb[nginx proxy]}" -v h="${ttfb[llmhub]}" 'BEGIN { printf "streaming first byte: nginx +%d us, llmhub +%d us over direct (target: llmhub <= +50)\n", n - d, h - d }'
+awk -v n="${srps[nginx proxy]}" -v h="${srps[llmhub]}" 'BEGIN { printf "1000-chunk streams at 16 connections: llmhub / nginx proxy_pass = %.2f (target >= 0.8)\n", h / n }'

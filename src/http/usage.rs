@@ -231,7 +231,7 @@ impl Drop for Meter {
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
+    memchr::memmem::find(haystack, needle).is_some()
 }
 
 #[derive(Debug, Default, Deserialize)]
