@@ -22,7 +22,7 @@ use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use bytes::{BufMut, Bytes, BytesMut};
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use serde_json::json;
 use tokio::net::TcpListener;
 
@@ -332,58 +332,81 @@ fn name_answerer(headers: &mut HeaderMap, provider: &str, model: &str) {
 fn sse_response(answer: Answer<ChunkStream>, meter: usage::Meter) -> Response {
     let provider = answer.target.provider.clone();
     let model = answer.target.model.clone();
-    let events = futures_util::stream::unfold(
-        (meter, answer.value, false),
-        move |(mut meter, mut chunks, finished)| {
-            let provider = provider.clone();
-            let model = model.clone();
-            async move {
-                if finished {
-                    return None;
-                }
-                loop {
-                    return match chunks.next().await {
-                        Some(Ok(chunk)) => {
-                            if !meter.chunk(&chunk) {
-                                continue;
+    let state = Relay {
+        meter,
+        chunks: answer.value,
+        peeked: None,
+        started: false,
+        finished: false,
+    };
+    let events = futures_util::stream::unfold(state, move |mut relay| {
+        let provider = provider.clone();
+        let model = model.clone();
+        async move {
+            if relay.finished {
+                return None;
+            }
+            let mut out = BytesMut::new();
+            loop {
+                let next = match relay.peeked.take() {
+                    Some(next) => next,
+                    // Chunks already read go out together, as one body frame and one write;
+                    // the first goes alone, so the first token is not held back.
+                    None if !out.is_empty() && relay.started => {
+                        match relay.chunks.next().now_or_never() {
+                            Some(next) if out.len() < MAX_FRAME => next,
+                            Some(next) => {
+                                relay.peeked = Some(next);
+                                break;
                             }
-                            Some((
-                                Ok::<Bytes, std::convert::Infallible>(event(&chunk)),
-                                (meter, chunks, false),
-                            ))
+                            None => break,
                         }
-                        Some(Err(e)) => {
-                            tracing::warn!(%provider, %model, error = %e, "stream failed after it started");
-                            meter.failed(&e);
-                            let body = match e {
-                                // The upstream's own error event (already scrubbed of the key) goes
-                                // out as it came, so clients see the upstream's code and message.
-                                ProviderError::StreamError { body } => body,
-                                e => Bytes::from(
-                                    ApiError::new(
-                                        StatusCode::BAD_GATEWAY,
-                                        "api_error",
-                                        "upstream_stream_error",
-                                        format!("{provider}/{model} failed mid-stream: {e}"),
-                                    )
-                                    .body()
-                                    .to_string(),
-                                ),
-                            };
-                            Some((Ok(event(&body)), (meter, chunks, true)))
+                    }
+                    None => relay.chunks.next().await,
+                };
+                match next {
+                    Some(Ok(chunk)) => {
+                        if relay.meter.chunk(&chunk) {
+                            put_event(&mut out, &chunk);
                         }
-                        None => {
-                            meter.finished();
-                            Some((
-                                Ok(Bytes::from_static(b"data: [DONE]\n\n")),
-                                (meter, chunks, true),
-                            ))
-                        }
-                    };
+                    }
+                    // An error or the end goes after what was read before it.
+                    end if !out.is_empty() => {
+                        relay.peeked = Some(end);
+                        break;
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(%provider, %model, error = %e, "stream failed after it started");
+                        relay.meter.failed(&e);
+                        let body = match e {
+                            // The upstream's own error event (already scrubbed of the key) goes
+                            // out as it came, so clients see the upstream's code and message.
+                            ProviderError::StreamError { body } => body,
+                            e => Bytes::from(
+                                ApiError::new(
+                                    StatusCode::BAD_GATEWAY,
+                                    "api_error",
+                                    "upstream_stream_error",
+                                    format!("{provider}/{model} failed mid-stream: {e}"),
+                                )
+                                .body()
+                                .to_string(),
+                            ),
+                        };
+                        relay.finished = true;
+                        return Some((Ok::<Bytes, std::convert::Infallible>(event(&body)), relay));
+                    }
+                    None => {
+                        relay.meter.finished();
+                        relay.finished = true;
+                        return Some((Ok(Bytes::from_static(b"data: [DONE]\n\n")), relay));
+                    }
                 }
             }
-        },
-    );
+            relay.started = true;
+            Some((Ok(out.freeze()), relay))
+        }
+    });
     let mut response = Response::new(Body::from_stream(events));
     let headers = response.headers_mut();
     headers.insert(
@@ -398,11 +421,30 @@ fn sse_response(answer: Answer<ChunkStream>, meter: usage::Meter) -> Response {
 
 fn event(data: &[u8]) -> Bytes {
     let mut buf = BytesMut::with_capacity(data.len() + 8);
+    put_event(&mut buf, data);
+    buf.freeze()
+}
+
+fn put_event(buf: &mut BytesMut, data: &[u8]) {
+    buf.reserve(data.len() + 8);
     buf.put_slice(b"data: ");
     buf.put_slice(data);
     buf.put_slice(b"\n\n");
-    buf.freeze()
 }
+
+/// A stream being relayed to the client: the meter first, so that it records before the
+/// upstream connection is dropped; a chunk read ahead while batching waits in `peeked`.
+struct Relay {
+    meter: usage::Meter,
+    chunks: ChunkStream,
+    peeked: Option<Option<Result<Bytes, ProviderError>>>,
+    /// The first frame has gone out.
+    started: bool,
+    finished: bool,
+}
+
+/// Bytes of events batched into one body frame at most.
+const MAX_FRAME: usize = 64 * 1024;
 
 /// Every model a client can use: active providers' `provider/model` addresses and the
 /// groups with an active provider, as OpenAI's model objects.
