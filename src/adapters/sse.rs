@@ -2,11 +2,13 @@
 //! OpenAI chunks: one driver for every adapter, each supplying its own translator.
 
 use std::collections::VecDeque;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use bytes::Bytes;
 use eventsource_stream::{Event, Eventsource};
 use futures_util::StreamExt;
+use memchr::memmem::Finder;
 
 use crate::chat::{ChunkStream, ProviderError};
 use crate::registry::{Provider, Secret};
@@ -119,7 +121,7 @@ where
 /// `bytes` cut after every `\n`; the last piece is what follows the last one, if anything.
 fn split_lines(mut bytes: Bytes) -> Vec<Bytes> {
     let mut out = Vec::new();
-    while let Some(at) = bytes.iter().position(|&b| b == b'\n') {
+    while let Some(at) = memchr::memchr(b'\n', &bytes) {
         out.push(bytes.split_to(at + 1));
     }
     if !bytes.is_empty() {
@@ -145,7 +147,8 @@ impl Translator for Passthrough {
         if data.is_empty() {
             return Ok(Step::Chunks(Vec::new()));
         }
-        if memchr::memmem::find(data.as_bytes(), b"\"error\"").is_some() && is_error_event(data) {
+        static ERROR: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"error\""));
+        if ERROR.find(data.as_bytes()).is_some() && is_error_event(data) {
             return Err(ProviderError::StreamError {
                 body: Bytes::from(data.to_string()),
             });
@@ -182,8 +185,9 @@ fn is_error_event(data: &str) -> bool {
 /// chunk carries `"finish_reason":null` until the last.
 fn has_finish_reason(data: &str) -> bool {
     const KEY: &str = "\"finish_reason\"";
+    static FINDER: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(KEY));
     let mut rest = data;
-    while let Some(at) = memchr::memmem::find(rest.as_bytes(), KEY.as_bytes()) {
+    while let Some(at) = FINDER.find(rest.as_bytes()) {
         rest = &rest[at + KEY.len()..];
         let value = rest.trim_start().strip_prefix(':').map(str::trim_start);
         if value.is_some_and(|v| v.starts_with('"')) {

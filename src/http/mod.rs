@@ -350,18 +350,17 @@ fn sse_response(answer: Answer<ChunkStream>, meter: usage::Meter) -> Response {
             loop {
                 let next = match relay.peeked.take() {
                     Some(next) => next,
-                    // Chunks already read go out together, as one body frame and one write;
-                    // the first goes alone, so the first token is not held back.
-                    None if !out.is_empty() && relay.started => {
-                        match relay.chunks.next().now_or_never() {
-                            Some(next) if out.len() < MAX_FRAME => next,
-                            Some(next) => {
-                                relay.peeked = Some(next);
-                                break;
-                            }
-                            None => break,
+                    // The first chunk goes alone, so the first token is not held back.
+                    None if !out.is_empty() && !relay.started => break,
+                    // Chunks already read go out together, as one body frame and one write.
+                    None if !out.is_empty() => match relay.chunks.next().now_or_never() {
+                        Some(next) if out.len() < MAX_FRAME => next,
+                        Some(next) => {
+                            relay.peeked = Some(next);
+                            break;
                         }
-                    }
+                        None => break,
+                    },
                     None => relay.chunks.next().await,
                 };
                 match next {

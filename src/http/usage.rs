@@ -2,13 +2,14 @@
 //! streams (metered chunk by chunk, usage hidden from clients that did not ask), and
 //! `GET /v1/usage` and `GET /v1/usage/requests`.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use memchr::memmem::Finder;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -169,7 +170,8 @@ impl Meter {
             record.ttft = Some(self.started.elapsed());
         }
         // Only the last chunk or two carry usage; skip parsing the rest.
-        if !contains(chunk, b"\"usage\"") {
+        static USAGE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"usage\""));
+        if USAGE.find(chunk).is_none() {
             return true;
         }
         let Ok(parsed) = serde_json::from_slice::<Value>(chunk) else {
@@ -228,10 +230,6 @@ impl Drop for Meter {
         }
         self.finish();
     }
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    memchr::memmem::find(haystack, needle).is_some()
 }
 
 #[derive(Debug, Default, Deserialize)]
