@@ -27,6 +27,8 @@ const DEFAULT_TTL_S: u64 = 86_400;
 /// How long an instance trusts what it read of a session before reading it again: a
 /// DELETE on another instance sharing the store takes effect here within this.
 const RECHECK: Duration = Duration::from_secs(2);
+/// The longest a request to a session already in use waits for the store's answer.
+const STORE_WAIT: Duration = Duration::from_millis(250);
 /// The sweeper looks at least this often (other instances add sessions it cannot see).
 const SWEEP_AT_MOST: Duration = Duration::from_secs(60);
 /// A session id: 256 random bits, base64url without padding.
@@ -723,7 +725,19 @@ impl Sessions {
             Ok(store) => store,
             Err(e) => return cached.ok_or(e),
         };
-        match store.session(&hash, now).await {
+        // A session in use is not held up by a slow store: past STORE_WAIT it goes on as read.
+        let read = store.session(&hash, now);
+        let read = match &cached {
+            Some(_) => match tokio::time::timeout(STORE_WAIT, read).await {
+                Ok(read) => read,
+                Err(_) => Err(crate::store::StoreError::Query(format!(
+                    "no answer within {} ms",
+                    STORE_WAIT.as_millis()
+                ))),
+            },
+            None => read.await,
+        };
+        match read {
             Ok(Some(record)) => Ok(match cached {
                 Some(session) => {
                     *lock(&session.checked) = Instant::now();
