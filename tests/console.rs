@@ -104,17 +104,7 @@ async fn screenshot(page: &Page, name: &str) {
 
 /// A priced upstream answering every prompt with "SUMMARY: ok".
 async fn upstream() -> Mock {
-    Mock::start(|_, body| async move {
-        let model = body["model"].as_str().unwrap_or("m").to_string();
-        json_response(
-            200,
-            &json!({"id": "c", "object": "chat.completion", "created": 1, "model": model,
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": "SUMMARY: ok"}, "finish_reason": "stop"}],
-                    "usage": {"prompt_tokens": 100, "completion_tokens": 50, "total_tokens": 150}})
-            .to_string(),
-        )
-    })
-    .await
+    completion_upstream("SUMMARY: ok", 100, 50).await
 }
 
 fn config(up: &Mock) -> ConfigDir {

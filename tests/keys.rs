@@ -14,17 +14,7 @@ const ADMIN: &str = "admin-secret-for-tests";
 
 /// An upstream answering with 12 input and 5 output tokens.
 async fn upstream() -> Mock {
-    Mock::start(|_, body| async move {
-        let model = body["model"].as_str().unwrap_or("m").to_string();
-        json_response(
-            200,
-            &json!({"id": "c", "object": "chat.completion", "created": 1, "model": model,
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
-                    "usage": {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17}})
-            .to_string(),
-        )
-    })
-    .await
+    completion_upstream("ok", 12, 5).await
 }
 
 /// `up` (priced: $1000 per million tokens both ways, so a request costs $0.017), `echo`,

@@ -5,21 +5,12 @@ mod common;
 
 use common::redis::Redis;
 use common::*;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 const REDIS_ENV: &str = "LLMHUB_TEST_REDIS_URL";
 
 async fn upstream() -> Mock {
-    Mock::start(|_, _| async move {
-        json_response(
-            200,
-            &json!({"id": "c", "object": "chat.completion", "created": 1, "model": "priced",
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
-                    "usage": {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17}})
-            .to_string(),
-        )
-    })
-    .await
+    completion_upstream("ok", 12, 5).await
 }
 
 /// An instance's folder: its own SQLite ledger, the shared Redis, a priced model

@@ -116,7 +116,7 @@ async fn check(State(guard): State<Guard>, request: Request, next: Next) -> Resp
                     INVALID_REQUEST,
                     format!(
                         "no MCP session `{}`: it never existed, has ended or expired",
-                        shorten(&id)
+                        crate::mcp::sessions::label(&id)
                     ),
                 );
             }
@@ -130,16 +130,6 @@ async fn check(State(guard): State<Guard>, request: Request, next: Next) -> Resp
         return StatusCode::NO_CONTENT.into_response();
     }
     as_json(response).await
-}
-
-/// Session ids are capabilities: logs and errors show only their start.
-fn shorten(id: &str) -> String {
-    let head: String = id.chars().take(8).collect();
-    if head.len() < id.len() {
-        format!("{head}…")
-    } else {
-        head
-    }
 }
 
 /// The POST body, checked to be JSON before rmcp sees it (rmcp answers a plain-text 415).

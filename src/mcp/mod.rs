@@ -59,7 +59,7 @@ impl Mcp {
         let mcp = Arc::new(Mcp {
             hub,
             backends: Backends::default(),
-            sessions: Sessions::new(),
+            sessions: Sessions::default(),
             peers: Mutex::new(Vec::new()),
             changes,
             last: Mutex::new((0, 0)),

@@ -449,18 +449,21 @@ impl Session {
                 continue;
             };
             let mut spec = spec.clone();
-            match &spec.auth_shape {
-                _ if spec.disabled => {}
-                Some(shape) => {
-                    spec.auth = Some(shape.header(secret.expose()));
-                    spec.status = Status::Active;
-                }
-                None => {
-                    spec.auth = None;
-                    spec.status = Status::Inactive(
-                        "servers.d declares no `auth` for it now, so the session's credential cannot be sent"
-                            .to_string(),
-                    );
+            // A disabled backend stays as servers.d says; otherwise the credential
+            // takes the env key's place, which makes an unset variable irrelevant.
+            if !spec.disabled {
+                match &spec.auth_shape {
+                    Some(shape) => {
+                        spec.auth = Some(shape.header(secret.expose()));
+                        spec.status = Status::Active;
+                    }
+                    None => {
+                        spec.auth = None;
+                        spec.status = Status::Inactive(
+                            "servers.d declares no `auth` for it now, so the session's credential cannot be sent"
+                                .to_string(),
+                        );
+                    }
                 }
             }
             out.insert(server.clone(), spec);
@@ -586,10 +589,15 @@ impl Session {
     }
 }
 
-/// The id's start, enough to tell sessions apart in logs.
+/// An id's start, enough to tell sessions apart in logs and errors: ids are
+/// capabilities (llmhub's per-session endpoints and rmcp's MCP sessions alike).
 pub fn label(id: &str) -> String {
     let head: String = id.chars().take(8).collect();
-    format!("{head}…")
+    if head.len() < id.len() {
+        format!("{head}…")
+    } else {
+        head
+    }
 }
 
 fn may_manage(principal: &Principal, owner: &str) -> bool {
@@ -597,6 +605,7 @@ fn may_manage(principal: &Principal, owner: &str) -> bool {
 }
 
 /// Every session this instance has in use.
+#[derive(Default)]
 pub struct Sessions {
     live: Mutex<HashMap<String, Arc<Session>>>,
     /// Wakes the sweeper when a session may expire or idle out sooner than it planned.
@@ -604,13 +613,6 @@ pub struct Sessions {
 }
 
 impl Sessions {
-    pub fn new() -> Sessions {
-        Sessions {
-            live: Mutex::new(HashMap::new()),
-            wake: Notify::new(),
-        }
-    }
-
     pub fn in_use(&self) -> Vec<Arc<Session>> {
         lock(&self.live).values().cloned().collect()
     }
@@ -799,9 +801,7 @@ impl Sessions {
         let gone = lock(&self.live).remove(hash);
         if let Some(session) = gone {
             session.close();
-            for peer in lock(&session.peers).drain(..) {
-                drop(peer);
-            }
+            lock(&session.peers).clear();
         }
     }
 
@@ -843,12 +843,6 @@ impl Sessions {
             }
         }
         next
-    }
-}
-
-impl Default for Sessions {
-    fn default() -> Self {
-        Self::new()
     }
 }
 

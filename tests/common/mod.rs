@@ -128,6 +128,27 @@ impl Mock {
     }
 }
 
+/// An OpenAI-compatible upstream answering every request with `content` and these token
+/// counts, in the model the request named.
+pub async fn completion_upstream(
+    content: &'static str,
+    prompt_tokens: u64,
+    completion_tokens: u64,
+) -> Mock {
+    Mock::start(move |_, body| async move {
+        let model = body["model"].as_str().unwrap_or("m").to_string();
+        json_response(
+            200,
+            &serde_json::json!({"id": "c", "object": "chat.completion", "created": 1, "model": model,
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                              "total_tokens": prompt_tokens + completion_tokens}})
+            .to_string(),
+        )
+    })
+    .await
+}
+
 pub fn json_response(status: u16, body: &str) -> Response {
     (
         StatusCode::from_u16(status).expect("status"),
