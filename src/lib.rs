@@ -19,3 +19,4 @@ pub mod route;
 pub mod store;
 pub mod template;
 pub mod tools;
+pub mod upstream;

@@ -41,7 +41,7 @@ pub async fn chat_stream(call: Call<'_>) -> Result<ChunkStream, ProviderError> {
 async fn send(
     call: &Call<'_>,
     stream: bool,
-) -> Result<(ChatRequest, reqwest::Response), ProviderError> {
+) -> Result<(ChatRequest, crate::upstream::Response), ProviderError> {
     let request = call.prepared()?;
     let body = to_wire(&request, call.model, default_max_tokens(call), stream)?;
     let response = post(call, "/v1/messages", &body, None, None, stream).await?;
@@ -57,9 +57,9 @@ pub async fn post(
     version: Option<&str>,
     beta: Option<&str>,
     stream: bool,
-) -> Result<reqwest::Response, ProviderError> {
-    let url = format!("{}{path}", call.provider.base_url);
-    let mut builder = wire::post(call.http, url, call.provider, "x-api-key", "", body)
+) -> Result<crate::upstream::Response, ProviderError> {
+    let url = wire::url(&format!("{}{path}", call.provider.base_url))?;
+    let mut builder = wire::post(call.http, &url, call.provider, "x-api-key", "", body)
         .header("anthropic-version", version.unwrap_or(API_VERSION));
     if let Some(beta) = beta {
         builder = builder.header("anthropic-beta", beta);

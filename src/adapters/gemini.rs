@@ -38,14 +38,14 @@ pub async fn chat_stream(call: Call<'_>) -> Result<ChunkStream, ProviderError> {
 async fn send(
     call: &Call<'_>,
     method: &str,
-) -> Result<(ChatRequest, reqwest::Response), ProviderError> {
+) -> Result<(ChatRequest, crate::upstream::Response), ProviderError> {
     let request = call.prepared()?;
     let body = to_wire(&request, call.model)?;
-    let url = format!(
+    let url = wire::url(&format!(
         "{}/v1beta/models/{}:{method}",
         call.provider.base_url, call.model
-    );
-    let builder = wire::post(call.http, url, call.provider, "x-goog-api-key", "", &body);
+    ))?;
+    let builder = wire::post(call.http, &url, call.provider, "x-goog-api-key", "", &body);
     let stream = method.starts_with("stream");
     let response = wire::send(builder, call.provider, stream, error_shape).await?;
     Ok((request, response))
@@ -60,11 +60,11 @@ pub async fn count_tokens(call: Call<'_>) -> Result<u64, ProviderError> {
         fields.insert("model".into(), json!(format!("models/{}", call.model)));
     }
     let body = json!({ "generateContentRequest": inner });
-    let url = format!(
+    let url = wire::url(&format!(
         "{}/v1beta/models/{}:countTokens",
         call.provider.base_url, call.model
-    );
-    let builder = wire::post(call.http, url, call.provider, "x-goog-api-key", "", &body);
+    ))?;
+    let builder = wire::post(call.http, &url, call.provider, "x-goog-api-key", "", &body);
     let response = wire::send(builder, call.provider, false, error_shape).await?;
     let reply = wire::json(response, call.provider.timeout).await?;
     reply["totalTokens"]

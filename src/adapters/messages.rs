@@ -748,7 +748,7 @@ pub async fn native(
     version: Option<&str>,
     beta: Option<&str>,
     stream: bool,
-) -> Result<reqwest::Response, ProviderError> {
+) -> Result<crate::upstream::Response, ProviderError> {
     let mut body = body.clone();
     body["model"] = json!(call.model);
     super::anthropic::post(call, "/v1/messages", &body, version, beta, stream).await

@@ -19,7 +19,7 @@ use crate::registry::Provider;
 
 /// Everything one attempt needs: the shared HTTP client, the provider, the model id and the request.
 pub struct Call<'a> {
-    pub http: &'a reqwest::Client,
+    pub http: &'a crate::upstream::Client,
     pub provider: &'a Provider,
     pub model: &'a str,
     pub request: ChatRequest,

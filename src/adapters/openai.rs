@@ -48,8 +48,8 @@ pub async fn chat_stream(call: Call<'_>) -> Result<ChunkStream, ProviderError> {
     ))
 }
 
-fn post(call: &Call<'_>, request: &ChatRequest) -> Result<reqwest::RequestBuilder, ProviderError> {
-    let url = call.provider.chat_url.clone().ok_or_else(|| {
+fn post(call: &Call<'_>, request: &ChatRequest) -> Result<crate::upstream::Request, ProviderError> {
+    let url = call.provider.chat_url.as_ref().ok_or_else(|| {
         ProviderError::Request(format!(
             "provider {} has no usable base_url",
             call.provider.name

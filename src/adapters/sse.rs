@@ -45,7 +45,7 @@ struct State<S, T> {
 /// Streams a response's events through `translator`, waiting at most the provider's
 /// timeout for each event.
 pub fn translate<T: Translator>(
-    response: reqwest::Response,
+    response: crate::upstream::Response,
     provider: &Provider,
     translator: T,
 ) -> ChunkStream {

@@ -4,11 +4,12 @@
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use reqwest::header::{HeaderMap, RETRY_AFTER};
+use http::header::{HeaderMap, RETRY_AFTER};
 use serde_json::Value;
 
 use crate::chat::ProviderError;
 use crate::registry::Provider;
+use crate::upstream::{self, Url};
 
 /// Rewrites a provider's error body into OpenAI's shape, with any retry delay it carries.
 pub type ErrorShape = fn(&Value) -> Option<(Value, Option<Duration>)>;
@@ -21,52 +22,53 @@ pub fn same_shape(_: &Value) -> Option<(Value, Option<Duration>)> {
 /// Sends a request. A whole exchange is bounded by the provider's timeout; a stream
 /// only until its headers arrive, after which each event has its own timeout.
 pub async fn send(
-    builder: reqwest::RequestBuilder,
+    request: upstream::Request,
     provider: &Provider,
     stream: bool,
     shape: ErrorShape,
-) -> Result<reqwest::Response, ProviderError> {
+) -> Result<upstream::Response, ProviderError> {
     let timeout = provider.timeout;
-    let response = if stream {
-        tokio::time::timeout(timeout, builder.send())
-            .await
-            .map_err(|_| ProviderError::Timeout(timeout))?
-            .map_err(|e| transport_error(e, timeout))?
-    } else {
-        builder
-            .timeout(timeout)
-            .send()
-            .await
-            .map_err(|e| transport_error(e, timeout))?
-    };
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut response = tokio::time::timeout_at(deadline, request.send())
+        .await
+        .map_err(|_| ProviderError::Timeout(timeout))?
+        .map_err(|e| transport_error(e, timeout))?;
+    if !stream {
+        response.set_deadline(deadline);
+    }
     if !response.status().is_success() {
         return Err(status_error(response, provider, timeout, shape).await);
     }
     Ok(response)
 }
 
+/// A provider URL made of its base URL and a path.
+pub fn url(text: &str) -> Result<Url, ProviderError> {
+    Url::parse(text).map_err(|e| ProviderError::Request(format!("not a usable URL: {e}")))
+}
+
 /// A POST carrying the provider's key in `header` (after `prefix`, such as "Bearer ")
 /// and the provider's own headers.
 pub fn post(
-    http: &reqwest::Client,
-    url: impl reqwest::IntoUrl,
+    http: &upstream::Client,
+    url: &Url,
     provider: &Provider,
     header: &str,
     prefix: &str,
     body: &impl serde::Serialize,
-) -> reqwest::RequestBuilder {
-    let mut builder = http.post(url).json(body);
+) -> upstream::Request {
+    let mut request = http.post_json(url, body);
     if let Some(key) = &provider.key {
-        builder = builder.header(header, format!("{prefix}{}", key.expose()));
+        request = request.header(header, format!("{prefix}{}", key.expose()));
     }
     for (name, value) in &provider.headers {
-        builder = builder.header(name, value);
+        request = request.header(name, value);
     }
-    builder
+    request
 }
 
 /// The whole body of a successful non-streaming answer.
-pub async fn body(response: reqwest::Response, timeout: Duration) -> Result<Bytes, ProviderError> {
+pub async fn body(response: upstream::Response, timeout: Duration) -> Result<Bytes, ProviderError> {
     response
         .bytes()
         .await
@@ -74,41 +76,25 @@ pub async fn body(response: reqwest::Response, timeout: Duration) -> Result<Byte
 }
 
 /// The body of a successful answer, parsed as JSON.
-pub async fn json(response: reqwest::Response, timeout: Duration) -> Result<Value, ProviderError> {
+pub async fn json(response: upstream::Response, timeout: Duration) -> Result<Value, ProviderError> {
     let bytes = body(response, timeout).await?;
     serde_json::from_slice(&bytes)
         .map_err(|e| ProviderError::Protocol(format!("expected JSON: {e}")))
 }
 
-/// Describes a transport failure by its cause, never by URL (a URL may carry credentials).
-pub fn transport_error(e: reqwest::Error, timeout: Duration) -> ProviderError {
-    if e.is_timeout() {
-        return ProviderError::Timeout(timeout);
-    }
-    let mut cause = String::new();
-    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(&e);
-    while let Some(s) = source {
-        cause = s.to_string();
-        source = s.source();
-    }
-    let e = e.without_url();
-    let text = if cause.is_empty() {
-        e.to_string()
-    } else {
-        cause
-    };
-    if e.is_connect() {
-        ProviderError::Connect(text)
-    } else if e.is_decode() || e.is_body() {
-        ProviderError::Protocol(text)
-    } else {
-        ProviderError::Connect(text)
+/// A transport failure as the provider's error, by its cause (never by URL).
+pub fn transport_error(e: upstream::Error, timeout: Duration) -> ProviderError {
+    match e {
+        upstream::Error::Timeout => ProviderError::Timeout(timeout),
+        upstream::Error::Connect(text) => ProviderError::Connect(text),
+        upstream::Error::Protocol(text) => ProviderError::Protocol(text),
+        upstream::Error::Request(text) => ProviderError::Request(text),
     }
 }
 
 /// Turns a non-2xx answer into an error, keeping its body (with the key scrubbed) and Retry-After.
 async fn status_error(
-    response: reqwest::Response,
+    response: upstream::Response,
     provider: &Provider,
     timeout: Duration,
     shape: ErrorShape,

@@ -55,7 +55,7 @@ pub struct Hub {
     /// Profiles at start: each has an HTTP endpoint, so a new one needs a restart.
     pub started_profiles: Vec<String>,
     pub started_at: Instant,
-    pub http: reqwest::Client,
+    pub http: crate::upstream::Client,
     pub breakers: Breakers,
     events: watch::Sender<ReloadEvent>,
     /// The backend MCP servers' states, kept current by the MCP side for `/health`.
@@ -146,18 +146,12 @@ impl Hub {
         let registry = load_registry(config_path, 1)?;
         let registry_redis = registry.settings.redis_url.clone();
         let registry_allow = registry.settings.allow_when_store_down;
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .pool_idle_timeout(Duration::from_secs(90))
-            .tcp_nodelay(true)
-            .user_agent(concat!("llmhub/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| {
-                vec![ConfigError::whole_file(
-                    config_path,
-                    format!("cannot start the HTTP client: {e}"),
-                )]
-            })?;
+        let http = crate::upstream::Client::new().map_err(|e| {
+            vec![ConfigError::whole_file(
+                config_path,
+                format!("cannot start the HTTP client: {e}"),
+            )]
+        })?;
         let (events, _) = watch::channel(ReloadEvent::Applied {
             generation: registry.generation,
         });
