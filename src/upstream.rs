@@ -14,6 +14,7 @@ use std::net::SocketAddr;
 use std::pin::{Pin, pin};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -109,16 +110,22 @@ struct Idle {
     since: Instant,
 }
 
+/// Idle connections by the thread that last used them, then by `host:port`. A connection
+/// is registered with the runtime that opened it; with one runtime per serving thread
+/// (`http::cores`), a connection used from another thread would be woken through the
+/// first one's event loop, so each thread reuses its own.
 #[derive(Default)]
 struct Pool {
-    idle: Mutex<HashMap<String, Vec<Idle>>>,
+    idle: Mutex<HashMap<ThreadId, HashMap<String, Vec<Idle>>>>,
 }
 
 impl Pool {
     /// The most recently used connection to `authority` not idle for too long.
     fn take(&self, authority: &str) -> Option<Idle> {
         let mut map = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        let list = map.get_mut(authority)?;
+        let list = map
+            .get_mut(&std::thread::current().id())?
+            .get_mut(authority)?;
         while let Some(idle) = list.pop() {
             if idle.since.elapsed() < IDLE_TIMEOUT {
                 return Some(idle);
@@ -134,7 +141,11 @@ impl Pool {
         connection: Connection,
     ) {
         let mut map = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        let list = map.entry(authority.to_string()).or_default();
+        let by_host = map.entry(std::thread::current().id()).or_default();
+        let list = match by_host.get_mut(authority) {
+            Some(list) => list,
+            None => by_host.entry(authority.to_string()).or_default(),
+        };
         list.retain(|i| i.since.elapsed() < IDLE_TIMEOUT);
         if list.len() < MAX_IDLE_PER_HOST {
             list.push(Idle {

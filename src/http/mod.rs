@@ -3,6 +3,7 @@
 
 mod access;
 mod console;
+mod cores;
 mod error;
 mod mcp_http;
 mod mcp_sessions;
@@ -106,26 +107,19 @@ pub async fn serve(
     hub: Arc<Hub>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
-    // Replies are written whole; Nagle's delay would only add latency to small ones.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
     hub.start_ledger(std::time::Duration::from_secs(5)).await;
     let mcp = Mcp::start(hub.clone());
     let cancel = CancellationToken::new();
-    let on_shutdown = {
+    let router = router(hub.clone(), mcp.clone(), cancel.clone());
+    let stop = {
         let cancel = cancel.clone();
-        let mcp = mcp.clone();
         async move {
             shutdown.await;
             cancel.cancel();
             mcp.backends.stop();
         }
     };
-    let served = axum::serve(listener, router(hub.clone(), mcp, cancel))
-        .with_graceful_shutdown(on_shutdown)
-        .await;
+    let (served, ()) = tokio::join!(cores::serve(listener, router, cancel), stop);
     // Every answered request has queued its row by now: write them all before exiting.
     hub.flush_ledger().await;
     served
@@ -337,6 +331,7 @@ fn sse_response(answer: Answer<ChunkStream>, meter: usage::Meter) -> Response {
         chunks: answer.value,
         peeked: None,
         started: false,
+        flushed: false,
         finished: false,
     };
     let events = futures_util::stream::unfold(state, move |mut relay| {
@@ -345,6 +340,13 @@ fn sse_response(answer: Answer<ChunkStream>, meter: usage::Meter) -> Response {
         async move {
             if relay.finished {
                 return None;
+            }
+            if relay.started && !relay.flushed {
+                // hyper writes the head and the frames that are ready together, flushing
+                // only when the body waits: waiting once here sends the first token now
+                // even when the upstream's whole answer is already read.
+                relay.flushed = true;
+                tokio::task::yield_now().await;
             }
             let mut out = BytesMut::new();
             loop {
@@ -439,6 +441,8 @@ struct Relay {
     peeked: Option<Option<Result<Bytes, ProviderError>>>,
     /// The first frame has gone out.
     started: bool,
+    /// The task has yielded once after the first frame.
+    flushed: bool,
     finished: bool,
 }
 
