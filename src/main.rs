@@ -13,18 +13,18 @@ fn main() -> std::process::ExitCode {
     llmhub::cli::main()
 }
 
-/// mimalloc keeps freed pages for a second and returns them only when the thread that
-/// freed them allocates again, so a gateway at rest after a few large requests kept
-/// 60–80 MB it no longer used (bench/rss.sh). A purge delay of 0 returns them as they
-/// are freed; the proxy benchmark shows no cost. `MIMALLOC_PURGE_DELAY` in the
-/// environment still decides when set.
-#[allow(unsafe_code)]
+/// mimalloc returns freed pages to the system only after a delay, and only when the
+/// thread that freed them next collects; a gateway at rest after a few large requests
+/// kept 60–90 MB it no longer used (bench/rss.sh). Each serving thread now asks it to
+/// collect once a second. A purge delay of 0 would return them too, but costs streams a
+/// quarter of their rate: their 64 KiB frames would be purged and faulted in each time.
 fn return_freed_memory_at_once() {
-    // mimalloc v3's `mi_option_purge_delay`, which the binding does not name.
-    const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
-        // SAFETY: mi_option_set stores an integer in mimalloc's option table, which it
-        // reads on each purge decision; called before any thread but this one exists.
-        unsafe { libmimalloc_sys::mi_option_set(PURGE_DELAY, 0) }
-    }
+    llmhub::http::set_housekeeping(collect);
+}
+
+#[allow(unsafe_code)]
+fn collect() {
+    // SAFETY: mi_collect takes no pointers and may be called from any thread at any time;
+    // it frees the calling thread's empty pages and purges those freed before.
+    unsafe { libmimalloc_sys::mi_collect(true) }
 }

@@ -10,12 +10,21 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use axum::Router;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
+
+static HOUSEKEEPING: OnceLock<fn()> = OnceLock::new();
+
+/// Work each serving thread does once a second for itself; the binary sets it (its
+/// allocator returns the memory the thread freed, which only that thread can do).
+pub fn set_housekeeping(work: fn()) {
+    let _ = HOUSEKEEPING.set(work);
+}
 
 /// Serves `router` on one thread per available core until `cancel` fires, then lets each
 /// thread finish its connections gracefully; returns when every thread has.
@@ -39,6 +48,16 @@ pub async fn serve(
             .name(format!("llmhub-http-{n}"))
             .spawn(move || {
                 let served = runtime.block_on(async move {
+                    if let Some(work) = HOUSEKEEPING.get() {
+                        tokio::spawn(async move {
+                            let mut every = tokio::time::interval(Duration::from_secs(1));
+                            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                            loop {
+                                every.tick().await;
+                                work();
+                            }
+                        });
+                    }
                     axum::serve(Handed { connections }, router)
                         .with_graceful_shutdown(cancel.cancelled_owned())
                         .await

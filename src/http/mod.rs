@@ -27,6 +27,7 @@ use futures_util::{FutureExt, StreamExt};
 use serde_json::json;
 use tokio::net::TcpListener;
 
+pub use cores::set_housekeeping;
 pub use error::ApiError;
 
 use crate::chat::{ChatRequest, ChunkStream, ProviderError};
