@@ -5,9 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use eventsource_stream::Eventsource;
 use futures_util::StreamExt;
-use llmhub::adapters::sse::{Step, Translator};
+use llmhub::adapters::sse::{Events, Step, Translator};
 use llmhub::adapters::{anthropic, gemini};
 use llmhub::chat::{ChatRequest, ProviderError};
 use serde_json::Value;
@@ -169,10 +168,12 @@ fn gemini_replies_translate_back() {
 /// Feeds a recorded SSE body through a translator as the live driver does; each chunk
 /// becomes one JSON line, an error becomes a final `{"error": ...}` line.
 async fn translate_stream<T: Translator>(sse: &str, mut translator: T) -> String {
-    let mut events = futures_util::stream::iter([Ok::<_, std::convert::Infallible>(Bytes::from(
+    let mut events = Events::new(futures_util::stream::iter([Ok::<
+        _,
+        std::convert::Infallible,
+    >(Bytes::from(
         sse.to_string(),
-    ))])
-    .eventsource();
+    ))]));
     let mut lines = Vec::new();
     let mut finished = false;
     while let Some(event) = events.next().await {

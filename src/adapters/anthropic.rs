@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use super::sse::Event;
 use bytes::Bytes;
-use eventsource_stream::Event;
 use serde_json::{Map, Value, json};
 
 use super::sse::{Step, Translator};

@@ -2,12 +2,13 @@
 //! OpenAI chunks: one driver for every adapter, each supplying its own translator.
 
 use std::collections::VecDeque;
+use std::pin::Pin;
 use std::sync::LazyLock;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
-use eventsource_stream::{Event, Eventsource};
-use futures_util::StreamExt;
+use bytes::{Bytes, BytesMut};
+use futures_util::{Stream, StreamExt};
 use memchr::memmem::Finder;
 
 use crate::chat::{ChunkStream, ProviderError};
@@ -51,7 +52,7 @@ pub fn translate<T: Translator>(
 ) -> ChunkStream {
     let timeout: Duration = provider.timeout;
     let state = State {
-        events: by_line(response.bytes_stream()).eventsource(),
+        events: Events::new(response.bytes_stream()),
         translator,
         pending: VecDeque::new(),
         done: false,
@@ -101,33 +102,144 @@ pub fn translate<T: Translator>(
     ))
 }
 
-/// The upstream's reads, cut after each line feed (slices of the same buffers, no
-/// copies). eventsource-stream moves the rest of its buffer after every line it takes,
-/// so a 64 KiB read holding hundreds of short events cost it time quadratic in the read:
-/// one line at a time keeps it linear (bench/README.md, streaming rows).
-fn by_line<S, E>(reads: S) -> impl futures_util::Stream<Item = Result<Bytes, E>>
-where
-    S: futures_util::Stream<Item = Result<Bytes, E>>,
-{
-    reads.flat_map(|read| {
-        let pieces: Vec<Result<Bytes, E>> = match read {
-            Ok(bytes) => split_lines(bytes).into_iter().map(Ok).collect(),
-            Err(e) => vec![Err(e)],
-        };
-        futures_util::stream::iter(pieces)
-    })
+/// One server-sent event: its type (`message` unless named) and its data lines joined.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub event: String,
+    pub data: String,
 }
 
-/// `bytes` cut after every `\n`; the last piece is what follows the last one, if anything.
-fn split_lines(mut bytes: Bytes) -> Vec<Bytes> {
-    let mut out = Vec::new();
-    while let Some(at) = memchr::memchr(b'\n', &bytes) {
-        out.push(bytes.split_to(at + 1));
+/// Server-sent events parsed from a body's reads as the HTML standard defines them
+/// (CRLF, LF or CR line ends; comments; `data` lines joined with LF; a leading BOM
+/// dropped; an event left incomplete at the end discarded), each line taken where it
+/// lies in the read. eventsource-stream did the same through a nom parser and a string
+/// buffer rebuilt per line, which was most of the time a stream spent in llmhub
+/// (bench/README.md, streaming rows).
+pub struct Events<S> {
+    reads: S,
+    /// The start of a line whose end has not arrived yet.
+    partial: BytesMut,
+    /// The previous read ended in CR: an LF opening the next belongs to that line end.
+    after_cr: bool,
+    first_line: bool,
+    event: String,
+    data: String,
+    ready: VecDeque<Event>,
+    ended: bool,
+}
+
+impl<S> Events<S> {
+    pub fn new(reads: S) -> Events<S> {
+        Events {
+            reads,
+            partial: BytesMut::new(),
+            after_cr: false,
+            first_line: true,
+            event: String::new(),
+            data: String::new(),
+            ready: VecDeque::new(),
+            ended: false,
+        }
     }
-    if !bytes.is_empty() {
-        out.push(bytes);
+
+    fn feed(&mut self, mut read: &[u8]) {
+        if self.after_cr {
+            self.after_cr = false;
+            if let Some(rest) = read.strip_prefix(b"\n") {
+                read = rest;
+            }
+        }
+        while let Some(at) = memchr::memchr2(b'\n', b'\r', read) {
+            if self.partial.is_empty() {
+                self.line(&read[..at]);
+            } else {
+                self.partial.extend_from_slice(&read[..at]);
+                let line = std::mem::take(&mut self.partial);
+                self.line(&line);
+            }
+            let mut next = at + 1;
+            if read[at] == b'\r' {
+                match read.get(next) {
+                    Some(b'\n') => next += 1,
+                    Some(_) => {}
+                    None => self.after_cr = true,
+                }
+            }
+            read = &read[next..];
+        }
+        self.partial.extend_from_slice(read);
     }
-    out
+
+    fn line(&mut self, mut line: &[u8]) {
+        if std::mem::take(&mut self.first_line) {
+            line = line.strip_prefix("\u{feff}".as_bytes()).unwrap_or(line);
+        }
+        if line.is_empty() {
+            if self.data.is_empty() {
+                self.event.clear();
+                return;
+            }
+            if self.data.ends_with('\n') {
+                self.data.pop();
+            }
+            let event = match std::mem::take(&mut self.event) {
+                name if name.is_empty() => "message".to_string(),
+                name => name,
+            };
+            self.ready.push_back(Event {
+                event,
+                data: std::mem::take(&mut self.data),
+            });
+            return;
+        }
+        if line[0] == b':' {
+            return;
+        }
+        let (field, value) = match memchr::memchr(b':', line) {
+            Some(at) => {
+                let value = &line[at + 1..];
+                (&line[..at], value.strip_prefix(b" ").unwrap_or(value))
+            }
+            None => (line, &b""[..]),
+        };
+        match field {
+            b"data" => {
+                self.data.push_str(&String::from_utf8_lossy(value));
+                self.data.push('\n');
+            }
+            b"event" => self.event = String::from_utf8_lossy(value).into_owned(),
+            // `id` and `retry` steer a browser's reconnection, which llmhub never does.
+            _ => {}
+        }
+    }
+}
+
+impl<S, E> Stream for Events<S>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+{
+    type Item = Result<Event, E>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        loop {
+            if let Some(event) = this.ready.pop_front() {
+                return Poll::Ready(Some(Ok(event)));
+            }
+            if this.ended {
+                return Poll::Ready(None);
+            }
+            match this.reads.poll_next_unpin(cx) {
+                Poll::Ready(Some(Ok(read))) => this.feed(&read),
+                Poll::Ready(Some(Err(e))) => {
+                    this.ended = true;
+                    return Poll::Ready(Some(Err(e)));
+                }
+                Poll::Ready(None) => this.ended = true,
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
 }
 
 /// OpenAI-compatible upstreams already speak chunks: pass each `data` through, stop at
@@ -201,21 +313,68 @@ fn has_finish_reason(data: &str) -> bool {
 mod tests {
     use super::*;
 
+    /// The events of `reads`, each read as it would arrive.
+    fn parse(reads: &[&[u8]]) -> Vec<(String, String)> {
+        let reads: Vec<Result<Bytes, ()>> = reads
+            .iter()
+            .map(|r| Ok(Bytes::copy_from_slice(r)))
+            .collect();
+        let events = Events::new(futures_util::stream::iter(reads));
+        futures_util::FutureExt::now_or_never(events.collect::<Vec<_>>())
+            .expect("reads that are all ready")
+            .into_iter()
+            .map(|e| {
+                let e = e.expect("no read fails");
+                (e.event, e.data)
+            })
+            .collect()
+    }
+
+    fn ev(event: &str, data: &str) -> (String, String) {
+        (event.to_string(), data.to_string())
+    }
+
     #[test]
-    fn reads_are_cut_after_each_line_feed_and_nothing_is_lost() {
-        let pieces = split_lines(Bytes::from_static(b"data: a\n\ndata: b\r\n\r\ndata: par"));
-        let pieces: Vec<&[u8]> = pieces.iter().map(|p| p.as_ref()).collect();
+    fn events_follow_the_html_standard() {
+        let text = b"\xef\xbb\xbfdata: one\n\n: a comment\nevent: named\ndata:two\ndata:  three\n\nid: 7\nretry: 10\n\ndata\n\nunknown: x\ndata: {\"a\":\"b: c\"}\n\n";
+        let expected = vec![
+            ev("message", "one"),
+            ev("named", "two\n three"),
+            ev("message", ""),
+            ev("message", "{\"a\":\"b: c\"}"),
+        ];
+        assert_eq!(parse(&[text]), expected);
+        // Every way of cutting the same bytes into reads gives the same events.
+        for cut in 1..text.len() {
+            assert_eq!(
+                parse(&[&text[..cut], &text[cut..]]),
+                parse(&[text]),
+                "cut at {cut}"
+            );
+        }
+    }
+
+    #[test]
+    fn crlf_and_cr_end_lines_too_even_split_between_reads() {
+        let expected = vec![ev("message", "a"), ev("e", "b")];
+        assert_eq!(parse(&[b"data: a\r\n\r\nevent: e\rdata: b\r\r"]), expected);
         assert_eq!(
-            pieces,
-            [
-                &b"data: a\n"[..],
-                b"\n",
-                b"data: b\r\n",
-                b"\r\n",
-                b"data: par"
-            ]
+            parse(&[b"data: a\r", b"\n\r", b"\nevent: e\r", b"data: b\r\r"]),
+            expected
         );
-        assert!(split_lines(Bytes::new()).is_empty());
+    }
+
+    #[test]
+    fn an_event_cut_off_by_the_end_is_discarded_and_an_empty_one_is_none() {
+        assert_eq!(
+            parse(&[b"data: whole\n\ndata: cut"]),
+            vec![ev("message", "whole")]
+        );
+        assert_eq!(
+            parse(&[b"event: x\n\ndata: y\n\n"]),
+            vec![ev("message", "y")]
+        );
+        assert!(parse(&[b""]).is_empty());
     }
 
     #[test]
