@@ -10,7 +10,6 @@
 
 use std::collections::HashMap;
 use std::future::{Future, poll_fn};
-use std::net::SocketAddr;
 use std::pin::{Pin, pin};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -303,29 +302,14 @@ impl Target {
     }
 
     async fn connect(&self) -> Result<(http1::SendRequest<Full<Bytes>>, Connection), Error> {
-        let tcp = match &self.host {
-            url::Host::Domain(name) => {
-                tokio::time::timeout(
-                    CONNECT_TIMEOUT,
-                    TcpStream::connect((name.as_str(), self.port)),
-                )
-                .await
-            }
-            url::Host::Ipv4(ip) => {
-                tokio::time::timeout(
-                    CONNECT_TIMEOUT,
-                    TcpStream::connect(SocketAddr::from((*ip, self.port))),
-                )
-                .await
-            }
-            url::Host::Ipv6(ip) => {
-                tokio::time::timeout(
-                    CONNECT_TIMEOUT,
-                    TcpStream::connect(SocketAddr::from((*ip, self.port))),
-                )
-                .await
+        let connect = async {
+            match &self.host {
+                url::Host::Domain(name) => TcpStream::connect((name.as_str(), self.port)).await,
+                url::Host::Ipv4(ip) => TcpStream::connect((*ip, self.port)).await,
+                url::Host::Ipv6(ip) => TcpStream::connect((*ip, self.port)).await,
             }
         };
+        let tcp = tokio::time::timeout(CONNECT_TIMEOUT, connect).await;
         let tcp = tcp
             .map_err(|_| {
                 Error::Connect(format!(
