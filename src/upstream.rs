@@ -4,7 +4,7 @@
 //! A pooled client such as reqwest's hands every request to a connection task and the
 //! answer back, each hand-off a wake-up, often of the other core's thread. Driving the
 //! connection from the request's own task leaves the kernel's socket readiness as the
-//! only wake-up: +50 % throughput and −30 µs per request to a local upstream
+//! only wake-up: +22 % throughput and about −80 µs per request to a local upstream
 //! (bench/README.md, "Against nginx"). Over TLS to a remote API those microseconds are
 //! noise against the round trip, and reqwest brings HTTP/2, certificates and proxies.
 

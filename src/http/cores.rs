@@ -4,8 +4,8 @@
 //!
 //! On a work-stealing runtime a request's wake-ups (its client's socket, its upstream's)
 //! often land on the other thread, and moving the task costs more than the request's own
-//! work. One runtime per core keeps each connection where it started: +25–35 % throughput
-//! for a proxy on this path (bench/README.md, "Against nginx"). Background work (reloads,
+//! work. One runtime per core keeps each connection where it started: +11 % throughput
+//! through llmhub (bench/README.md, "Against nginx"). Background work (reloads,
 //! the ledger writer, MCP backends) stays on the main runtime.
 
 use std::io;
