@@ -201,29 +201,6 @@ impl Client {
             error,
         }
     }
-
-    async fn send(&self, request: Request) -> Result<Response, Error> {
-        if let Some(e) = request.error {
-            return Err(Error::Request(e));
-        }
-        if let (Some(pool), Some(target)) = (&self.direct, Target::of(&request.url)) {
-            return send_direct(pool, &target, request.headers, request.body).await;
-        }
-        let response = self
-            .reqwest
-            .post(request.url)
-            .headers(request.headers)
-            .body(request.body)
-            .send()
-            .await
-            .map_err(Error::from_reqwest)?;
-        Ok(Response {
-            status: response.status(),
-            headers: response.headers().clone(),
-            body: Body::Reqwest(response),
-            deadline: None,
-        })
-    }
 }
 
 /// A request being put together; `send` sends it.
@@ -263,8 +240,33 @@ impl Request {
     }
 
     pub async fn send(self) -> Result<Response, Error> {
-        let client = self.client.clone();
-        client.send(self).await
+        let Request {
+            client,
+            url,
+            headers,
+            body,
+            error,
+        } = self;
+        if let Some(e) = error {
+            return Err(Error::Request(e));
+        }
+        if let (Some(pool), Some(target)) = (&client.direct, Target::of(&url)) {
+            return send_direct(pool, &target, headers, body).await;
+        }
+        let response = client
+            .reqwest
+            .post(url)
+            .headers(headers)
+            .body(body)
+            .send()
+            .await
+            .map_err(Error::from_reqwest)?;
+        Ok(Response {
+            status: response.status(),
+            headers: response.headers().clone(),
+            body: Body::Reqwest(response),
+            deadline: None,
+        })
     }
 }
 
