@@ -184,21 +184,26 @@ impl Client {
 
     /// A POST of `body` as JSON to `url`.
     pub fn post_json(&self, url: &Url, body: &impl serde::Serialize) -> Request {
+        match serde_json::to_vec(body) {
+            Ok(body) => self.post_json_text(url, Bytes::from(body)),
+            Err(e) => {
+                let mut request = self.post_json_text(url, Bytes::new());
+                request.error = Some(format!("cannot write the request as JSON: {e}"));
+                request
+            }
+        }
+    }
+
+    /// A POST of `body`, already JSON text, to `url`.
+    pub fn post_json_text(&self, url: &Url, body: Bytes) -> Request {
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        let (body, error) = match serde_json::to_vec(body) {
-            Ok(body) => (Bytes::from(body), None),
-            Err(e) => (
-                Bytes::new(),
-                Some(format!("cannot write the request as JSON: {e}")),
-            ),
-        };
         Request {
             client: self.clone(),
             url: url.clone(),
             headers,
             body,
-            error,
+            error: None,
         }
     }
 }

@@ -7,12 +7,14 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderValue, Method, StatusCode, header, request::Parts};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::MethodRouter;
+use bytes::Bytes;
 use serde_json::json;
 
+use super::mcp_direct::Shortcut;
 use crate::hub::Hub;
 use crate::mcp::sessions::SessionError;
 use crate::mcp::{HttpEndpoint, LiveSessions, Mcp};
@@ -27,6 +29,7 @@ const MAX_TEXT: usize = 2048;
 struct Guard {
     hub: Arc<Hub>,
     sessions: LiveSessions,
+    shortcut: Arc<Shortcut>,
 }
 
 /// The endpoint behind the guard.
@@ -34,6 +37,7 @@ pub fn endpoint(hub: Arc<Hub>, endpoint: HttpEndpoint) -> MethodRouter<Arc<Hub>>
     let guard = Guard {
         hub,
         sessions: endpoint.sessions,
+        shortcut: Arc::new(Shortcut::new(endpoint.handler, &endpoint.allowed_hosts)),
     };
     axum::routing::any_service(endpoint.service).layer(middleware::from_fn_with_state(guard, check))
 }
@@ -98,10 +102,24 @@ fn rpc_error(status: StatusCode, code: i64, message: impl Into<String>) -> Respo
 
 async fn check(State(guard): State<Guard>, request: Request, next: Next) -> Response {
     let request = match *request.method() {
-        Method::POST => match parsed(&guard.hub, request).await {
-            Ok(request) => request,
-            Err(response) => return response,
-        },
+        Method::POST => {
+            let (parts, bytes) = match read(&guard.hub, request).await {
+                Ok(read) => read,
+                Err(response) => return response,
+            };
+            let (parts, bytes) = match guard.shortcut.take(parts, bytes, &guard.sessions).await {
+                Ok(response) => return response,
+                Err(request) => request,
+            };
+            if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
+                return rpc_error(
+                    StatusCode::BAD_REQUEST,
+                    PARSE_ERROR,
+                    format!("Parse error: the body is not valid JSON ({e})"),
+                );
+            }
+            Request::from_parts(parts, Body::from(bytes))
+        }
         Method::DELETE => {
             let id = request
                 .headers()
@@ -125,6 +143,11 @@ async fn check(State(guard): State<Guard>, request: Request, next: Next) -> Resp
         _ => request,
     };
     let deleting = request.method() == Method::DELETE;
+    if deleting {
+        guard.shortcut.ended(request.headers());
+    } else {
+        guard.shortcut.seen(request.headers());
+    }
     let response = next.run(request).await;
     if deleting && response.status() == StatusCode::ACCEPTED {
         return StatusCode::NO_CONTENT.into_response();
@@ -132,24 +155,15 @@ async fn check(State(guard): State<Guard>, request: Request, next: Next) -> Resp
     as_json(response).await
 }
 
-/// The POST body, checked to be JSON before rmcp sees it (rmcp answers a plain-text 415).
-async fn parsed(hub: &Hub, request: Request) -> Result<Request, Response> {
+/// The POST body, within the configured limit. It is checked to be JSON before rmcp sees
+/// it: rmcp answers a plain-text 415.
+async fn read(hub: &Hub, request: Request) -> Result<(Parts, Bytes), Response> {
     let (parts, body) = request.into_parts();
     let registry = hub.snapshot();
-    let bytes = match super::read_body(&registry, &parts.headers, body).await {
-        Ok(bytes) => bytes,
-        Err(e) => {
-            return Err(rpc_error(e.status, INVALID_REQUEST, e.message));
-        }
-    };
-    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
-        return Err(rpc_error(
-            StatusCode::BAD_REQUEST,
-            PARSE_ERROR,
-            format!("Parse error: the body is not valid JSON ({e})"),
-        ));
+    match super::read_body(&registry, &parts.headers, body).await {
+        Ok(bytes) => Ok((parts, bytes)),
+        Err(e) => Err(rpc_error(e.status, INVALID_REQUEST, e.message)),
     }
-    Ok(Request::from_parts(parts, Body::from(bytes)))
 }
 
 /// A transport error in plain text becomes a JSON-RPC error with the same status.

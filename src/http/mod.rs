@@ -5,6 +5,7 @@ mod access;
 mod console;
 mod cores;
 mod error;
+mod mcp_direct;
 mod mcp_http;
 mod mcp_sessions;
 mod messages;

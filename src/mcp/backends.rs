@@ -2,24 +2,33 @@
 //! MCP client (child process or streamable HTTP), keeps its tool and prompt lists,
 //! reconnects with capped exponential backoff, and routes calls back by original name.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use futures_util::StreamExt;
+use http::header::{ACCEPT, CONTENT_TYPE};
+use http::{HeaderName, HeaderValue};
 use rmcp::model::{
     CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig, ContentBlock,
     GetPromptRequestParams, GetPromptResult, Implementation, Prompt, ProtocolVersion, Tool,
 };
 use rmcp::service::NotificationContext;
-use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::transport::streamable_http_client::{
+    StreamableHttpClient, StreamableHttpClientTransportConfig, StreamableHttpError,
+    StreamableHttpPostResponse,
+};
 use rmcp::transport::{ConfigureCommandExt, StreamableHttpClientTransport, TokioChildProcess};
 use rmcp::{ClientHandler, Peer, RoleClient, ServiceExt};
-use serde_json::Value;
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::hub::BackendHealth;
 use crate::registry::{Backend, Status, backends::Transport};
+use crate::upstream;
 
 /// First wait before reconnecting; doubles (with jitter) per failure up to [`MAX_BACKOFF`].
 const MIN_BACKOFF: Duration = Duration::from_millis(250);
@@ -57,6 +66,8 @@ enum Phase {
 struct Live {
     phase: Phase,
     peer: Option<Peer<RoleClient>>,
+    /// How calls reach a connected streamable HTTP backend without `peer`.
+    route: Option<Arc<Route>>,
     tools: Vec<Tool>,
     prompts: Vec<Prompt>,
     connects: u32,
@@ -128,6 +139,7 @@ impl Backends {
                 live: Mutex::new(Live {
                     phase,
                     peer: None,
+                    route: None,
                     tools: Vec::new(),
                     prompts: Vec::new(),
                     connects: 0,
@@ -346,6 +358,112 @@ impl View {
         }
     }
 
+    /// Calls a backend tool the way [`View::call_tool`] does, but sends the `tools/call`
+    /// itself on the session rmcp's client opened, over the providers' HTTP client: no
+    /// hand-off to the client's task and back, and a pooled connection (rmcp's client
+    /// opens one per message). Ok is the `result` member's JSON text (a failure the model
+    /// should see is an `isError` result, as with `call_tool`); `NotSent` when the call
+    /// is rmcp's client's to make: a stdio backend, no session noted yet, or a POST the
+    /// backend refused before acting on it (a 4xx, such as an expired session, which
+    /// rmcp's client then re-opens). A call the backend may have acted on never falls
+    /// back: a tool is not run twice.
+    pub async fn call_direct(
+        &self,
+        http: &upstream::Client,
+        exposed: &Exposed<Tool>,
+        arguments: Option<&RawValue>,
+    ) -> Result<Vec<u8>, NotSent> {
+        let state = self
+            .0
+            .iter()
+            .find(|(n, _)| *n == exposed.backend)
+            .map(|(_, s)| s)
+            .ok_or(NotSent)?;
+        let route = {
+            let live = lock(&state.live);
+            match (&live.phase, &live.route) {
+                (Phase::Connected, Some(route)) => route.clone(),
+                _ => return Err(NotSent),
+            }
+        };
+        let (session, version) = lock(&route.session).clone().ok_or(NotSent)?;
+        let (timeout, auth) = {
+            let spec = lock(&state.spec);
+            (spec.timeout, spec.auth.clone())
+        };
+        let id = format!("llmhub-{}", CALLS.fetch_add(1, Ordering::Relaxed));
+        let body = serde_json::to_vec(&json!({
+            "jsonrpc": "2.0",
+            "id": id,
+            "method": "tools/call",
+            "params": DirectParams { name: &exposed.original, arguments },
+        }))
+        .map_err(|_| NotSent)?;
+        let mut request = http
+            .post_json_text(&route.url, body.into())
+            .header(ACCEPT, "application/json, text/event-stream")
+            .header("mcp-session-id", &*session);
+        if let Some(version) = version {
+            request = request.header("mcp-protocol-version", version);
+        }
+        if let Some((name, value)) = auth {
+            request = request.header(name, value.expose());
+        }
+        let backend = exposed.backend.as_str();
+        let exchange = async {
+            let response = request.send().await.map_err(|e| Failed(e.to_string()))?;
+            let status = response.status();
+            if status.is_client_error() {
+                return Err(Failed::not_sent());
+            }
+            if !status.is_success() {
+                return Err(Failed(format!("HTTP {status}")));
+            }
+            let is_json = response
+                .headers()
+                .get(CONTENT_TYPE)
+                .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+            let want = serde_json::to_string(&id).unwrap_or_default();
+            if is_json {
+                let bytes = response.bytes().await.map_err(|e| Failed(e.to_string()))?;
+                let text = std::str::from_utf8(&bytes)
+                    .map_err(|_| Failed("the answer is not UTF-8".to_string()))?;
+                return answer(text, &want).ok_or_else(|| {
+                    Failed("the answer is not the call's JSON-RPC response".to_string())
+                })?;
+            }
+            let mut events = crate::adapters::sse::Events::new(response.bytes_stream());
+            while let Some(event) = events.next().await {
+                let event = event.map_err(|e| Failed(e.to_string()))?;
+                if event.data.is_empty() {
+                    continue;
+                }
+                if let Some(out) = answer(&event.data, &want) {
+                    finish(events);
+                    return out;
+                }
+                reply_to_backend(http, &route, &session, &event.data).await;
+            }
+            Err(Failed(
+                "the answer stream ended before the result".to_string(),
+            ))
+        };
+        let failed = match tokio::time::timeout(timeout, exchange).await {
+            Ok(Ok(result)) => return Ok(result),
+            Ok(Err(Failed(why))) if why.is_empty() => return Err(NotSent),
+            Ok(Err(Failed(why))) => format!("backend {backend} failed the call: {why}"),
+            Err(_) => format!(
+                "backend {backend} did not answer `{}` within {}s (timeout_s)",
+                exposed.original,
+                timeout.as_secs_f64()
+            ),
+        };
+        Ok(
+            serde_json::to_vec(&CallToolResult::error(vec![ContentBlock::text(failed)]))
+                .unwrap_or_default(),
+        )
+    }
+
     pub async fn get_prompt(
         &self,
         exposed: &Exposed<Prompt>,
@@ -407,6 +525,249 @@ impl View {
     }
 }
 
+/// A call [`View::call_direct`] leaves to rmcp's client.
+#[derive(Debug)]
+pub struct NotSent;
+
+/// Why a direct call failed; empty when the backend refused it unseen.
+struct Failed(String);
+
+impl Failed {
+    fn not_sent() -> Failed {
+        Failed(String::new())
+    }
+}
+
+/// Ids of direct calls: strings, so they never meet the numbers rmcp's client uses on
+/// the same session.
+static CALLS: AtomicU64 = AtomicU64::new(0);
+
+#[derive(serde::Serialize)]
+struct DirectParams<'a> {
+    name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    arguments: Option<&'a RawValue>,
+}
+
+/// A message from the backend, as far as a direct call reads it.
+#[derive(serde::Deserialize)]
+struct Message<'a> {
+    #[serde(borrow)]
+    id: Option<&'a RawValue>,
+    method: Option<String>,
+    #[serde(borrow)]
+    result: Option<&'a RawValue>,
+    error: Option<rmcp::ErrorData>,
+}
+
+/// The call's outcome if `text` is its response (`want` is its id as JSON): the result
+/// object's text, or the backend's JSON-RPC error as the model sees it from rmcp.
+fn answer(text: &str, want: &str) -> Option<Result<Vec<u8>, Failed>> {
+    let message: Message<'_> = serde_json::from_str(text).ok()?;
+    if message.method.is_some() || message.id.map(RawValue::get) != Some(want) {
+        return None;
+    }
+    Some(match (message.result, message.error) {
+        (Some(result), _) if result.get().starts_with('{') => Ok(result.get().as_bytes().to_vec()),
+        (_, Some(error)) => Err(Failed(rmcp::ServiceError::McpError(error).to_string())),
+        _ => Err(Failed("the answer holds no tool result".to_string())),
+    })
+}
+
+/// Reads what is left of a call's stream (its end follows the answer), so its connection
+/// goes back to the pool instead of closing: at once if it has arrived, else in the
+/// background for up to [`DRAIN_LIMIT`].
+fn finish<S>(mut events: crate::adapters::sse::Events<S>)
+where
+    S: futures_util::Stream<Item = Result<bytes::Bytes, upstream::Error>> + Unpin + Send + 'static,
+{
+    use futures_util::FutureExt;
+    loop {
+        match events.next().now_or_never() {
+            Some(Some(_)) => continue,
+            Some(None) => return,
+            None => break,
+        }
+    }
+    tokio::spawn(async move {
+        let drain = async { while events.next().await.is_some() {} };
+        let _ = tokio::time::timeout(DRAIN_LIMIT, drain).await;
+    });
+}
+
+/// A backend that keeps a call's stream open after the answer loses the connection then.
+const DRAIN_LIMIT: Duration = Duration::from_secs(30);
+
+/// A request the backend sends on a direct call's stream gets an answer, as rmcp's client
+/// would give it: llmhub declares no client capabilities, so only `ping` is served.
+async fn reply_to_backend(http: &upstream::Client, route: &Route, session: &str, text: &str) {
+    let Ok(message) = serde_json::from_str::<Message<'_>>(text) else {
+        return;
+    };
+    let (Some(id), Some(method)) = (message.id, message.method) else {
+        return;
+    };
+    let reply = if method == "ping" {
+        json!({"jsonrpc": "2.0", "id": id, "result": {}})
+    } else {
+        json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32601, "message": format!("llmhub does not serve `{method}`")}})
+    };
+    if let Ok(response) = http
+        .post_json(&route.url, &reply)
+        .header(ACCEPT, "application/json, text/event-stream")
+        .header("mcp-session-id", session)
+        .send()
+        .await
+    {
+        let _ = response.bytes().await;
+    }
+}
+
+/// Where a streamable HTTP backend is, and the session rmcp's client has open there as it
+/// last sent it (re-opened sessions replace it).
+pub(super) struct Route {
+    url: upstream::Url,
+    session: Mutex<Option<(Arc<str>, Option<HeaderValue>)>>,
+}
+
+/// rmcp's HTTP client for a backend, noting the session id and protocol version each
+/// message goes with, for [`View::call_direct`].
+#[derive(Clone)]
+struct Noting {
+    inner: reqwest::Client,
+    route: Arc<Route>,
+}
+
+impl Noting {
+    fn new(route: Arc<Route>) -> Result<Noting, String> {
+        // As rmcp's own client: no idle pooling (its SSE bodies are not always read to
+        // their end), redirects only within the origin.
+        let inner = reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .redirect(reqwest::redirect::Policy::custom(|attempt| {
+                let same = attempt
+                    .previous()
+                    .first()
+                    .is_some_and(|first| first.origin() == attempt.url().origin());
+                if attempt.previous().len() > 10 || !same {
+                    attempt.stop()
+                } else {
+                    attempt.follow()
+                }
+            }))
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        Ok(Noting { inner, route })
+    }
+
+    fn note(&self, session: Option<&Arc<str>>, headers: &HashMap<HeaderName, HeaderValue>) {
+        let Some(session) = session else {
+            return;
+        };
+        let version = headers.get("mcp-protocol-version");
+        let mut noted = lock(&self.route.session);
+        if noted
+            .as_ref()
+            .is_none_or(|(s, v)| s != session || v.as_ref() != version)
+        {
+            *noted = Some((session.clone(), version.cloned()));
+        }
+    }
+}
+
+impl StreamableHttpClient for Noting {
+    type Error = reqwest::Error;
+
+    async fn post_message(
+        &self,
+        uri: Arc<str>,
+        message: rmcp::model::ClientJsonRpcMessage,
+        session_id: Option<Arc<str>>,
+        auth_header: Option<String>,
+        custom_headers: HashMap<HeaderName, HeaderValue>,
+    ) -> Result<StreamableHttpPostResponse, StreamableHttpError<reqwest::Error>> {
+        self.note(session_id.as_ref(), &custom_headers);
+        self.inner
+            .post_message(uri, message, session_id, auth_header, custom_headers)
+            .await
+    }
+
+    async fn post_message_with_max_sse_event_size(
+        &self,
+        uri: Arc<str>,
+        message: rmcp::model::ClientJsonRpcMessage,
+        session_id: Option<Arc<str>>,
+        auth_header: Option<String>,
+        custom_headers: HashMap<HeaderName, HeaderValue>,
+        max_sse_event_size: usize,
+    ) -> Result<StreamableHttpPostResponse, StreamableHttpError<reqwest::Error>> {
+        self.note(session_id.as_ref(), &custom_headers);
+        self.inner
+            .post_message_with_max_sse_event_size(
+                uri,
+                message,
+                session_id,
+                auth_header,
+                custom_headers,
+                max_sse_event_size,
+            )
+            .await
+    }
+
+    async fn delete_session(
+        &self,
+        uri: Arc<str>,
+        session_id: Arc<str>,
+        auth_header: Option<String>,
+        custom_headers: HashMap<HeaderName, HeaderValue>,
+    ) -> Result<(), StreamableHttpError<reqwest::Error>> {
+        *lock(&self.route.session) = None;
+        self.inner
+            .delete_session(uri, session_id, auth_header, custom_headers)
+            .await
+    }
+
+    async fn get_stream(
+        &self,
+        uri: Arc<str>,
+        session_id: Option<Arc<str>>,
+        last_event_id: Option<String>,
+        auth_header: Option<String>,
+        custom_headers: HashMap<HeaderName, HeaderValue>,
+    ) -> Result<
+        rmcp::transport::common::client_side_sse::BoxedSseResponse,
+        StreamableHttpError<reqwest::Error>,
+    > {
+        self.inner
+            .get_stream(uri, session_id, last_event_id, auth_header, custom_headers)
+            .await
+    }
+
+    async fn get_stream_with_max_sse_event_size(
+        &self,
+        uri: Arc<str>,
+        session_id: Option<Arc<str>>,
+        last_event_id: Option<String>,
+        auth_header: Option<String>,
+        custom_headers: HashMap<HeaderName, HeaderValue>,
+        max_sse_event_size: usize,
+    ) -> Result<
+        rmcp::transport::common::client_side_sse::BoxedSseResponse,
+        StreamableHttpError<reqwest::Error>,
+    > {
+        self.inner
+            .get_stream_with_max_sse_event_size(
+                uri,
+                session_id,
+                last_event_id,
+                auth_header,
+                custom_headers,
+                max_sse_event_size,
+            )
+            .await
+    }
+}
+
 /// The client side llmhub shows a backend: it hears the backend's list changes.
 #[derive(Clone)]
 struct BackendClient {
@@ -433,10 +794,18 @@ impl ClientHandler for BackendClient {
 
 type Session = rmcp::service::RunningService<RoleClient, BackendClient>;
 
-async fn connect(spec: &Backend, client: BackendClient) -> Result<Session, String> {
+async fn connect(
+    spec: &Backend,
+    client: BackendClient,
+) -> Result<(Session, Option<Arc<Route>>), String> {
     let connecting = async {
         match &spec.transport {
             Transport::Http { url } => {
+                let route = Arc::new(Route {
+                    url: upstream::Url::parse(url)
+                        .map_err(|e| format!("`url` is not a URL: {e}"))?,
+                    session: Mutex::new(None),
+                });
                 let mut config = StreamableHttpClientTransportConfig::with_uri(url.clone());
                 if let Some((name, value)) = &spec.auth {
                     if name == reqwest::header::AUTHORIZATION {
@@ -449,10 +818,12 @@ async fn connect(spec: &Backend, client: BackendClient) -> Result<Session, Strin
                         config = config.custom_headers([(name.clone(), v)].into_iter().collect());
                     }
                 }
-                client
-                    .serve(StreamableHttpClientTransport::from_config(config))
+                let http = Noting::new(route.clone())?;
+                let session = client
+                    .serve(StreamableHttpClientTransport::with_client(http, config))
                     .await
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| e.to_string())?;
+                Ok((session, Some(route)))
             }
             Transport::Stdio { command, args, env } => {
                 let cmd = tokio::process::Command::new(command).configure(|c| {
@@ -460,7 +831,8 @@ async fn connect(spec: &Backend, client: BackendClient) -> Result<Session, Strin
                 });
                 let transport = TokioChildProcess::new(cmd)
                     .map_err(|e| format!("cannot start `{command}`: {e}"))?;
-                client.serve(transport).await.map_err(|e| e.to_string())
+                let session = client.serve(transport).await.map_err(|e| e.to_string())?;
+                Ok((session, None))
             }
         }
     };
@@ -489,14 +861,21 @@ async fn refresh(state: &State, peer: &Peer<RoleClient>) -> Result<(), String> {
     Ok(())
 }
 
-fn set_phase(state: &State, phase: Phase, peer: Option<Peer<RoleClient>>) {
+fn set_phase(
+    state: &State,
+    phase: Phase,
+    connection: Option<(Peer<RoleClient>, Option<Arc<Route>>)>,
+) {
     let mut live = lock(&state.live);
     if phase != Phase::Connected {
         live.tools.clear();
         live.prompts.clear();
     }
     live.phase = phase;
-    live.peer = peer;
+    (live.peer, live.route) = match connection {
+        Some((peer, route)) => (Some(peer), route),
+        None => (None, None),
+    };
     drop(live);
     state.phases.notify_waiters();
 }
@@ -515,13 +894,13 @@ async fn supervise(state: Arc<State>, announce: Arc<Notify>) {
             r = connect(&spec, client) => r,
         };
         let why = match outcome {
-            Ok(session) => {
+            Ok((session, route)) => {
                 let peer = session.peer().clone();
                 match refresh(&state, &peer).await {
                     Ok(()) => {
                         delays = backoff();
                         lock(&state.live).connects += 1;
-                        set_phase(&state, Phase::Connected, Some(peer.clone()));
+                        set_phase(&state, Phase::Connected, Some((peer.clone(), route)));
                         tracing::info!(backend = %spec.name, tools = lock(&state.live).tools.len(), "backend connected");
                         announce.notify_one();
                         run_session(&state, session, &peer, &lists_changed, &announce).await

@@ -30,7 +30,7 @@ use crate::hub::{Caller, Hub};
 use crate::registry::Principal;
 use crate::registry::{Profile, Registry};
 use crate::tools::{self, ToolError, ToolOutput};
-use backends::{Backends, View};
+use backends::{Backends, Exposed, View};
 use sessions::{Session, Sessions};
 
 /// What changed for clients after a reload or a backend's change.
@@ -450,6 +450,60 @@ fn list_prompts(registry: &Registry) -> Vec<Prompt> {
         .collect()
 }
 
+fn unknown_tool(name: &str) -> McpError {
+    McpError::invalid_params(
+        format!("unknown tool `{name}`; tools/list names the available ones"),
+        None,
+    )
+}
+
+/// A backend tool call allowed and admitted, for the HTTP side to run.
+pub struct BackendCall {
+    http: crate::upstream::Client,
+    view: View,
+    exposed: Exposed<Tool>,
+    /// Holds what the limits granted until the call ends.
+    caller: Caller,
+}
+
+impl BackendCall {
+    /// The JSON text of the call's `result`: the backend reached with
+    /// [`View::call_direct`], or through rmcp's client when that cannot take it.
+    pub async fn run(self, arguments: Option<Box<serde_json::value::RawValue>>) -> Vec<u8> {
+        let out = match self
+            .view
+            .call_direct(&self.http, &self.exposed, arguments.as_deref())
+            .await
+        {
+            Ok(result) => result,
+            Err(backends::NotSent) => {
+                let arguments = arguments.and_then(|a| serde_json::from_str(a.get()).ok());
+                let result = self.view.call_tool(&self.exposed, arguments).await;
+                serde_json::to_vec(&result).unwrap_or_default()
+            }
+        };
+        drop(self.caller);
+        out
+    }
+}
+
+/// A progress notification's text, for a call started at `started`.
+pub fn progress_message(started: std::time::Instant) -> String {
+    format!(
+        "waiting for the model ({:.0}s)",
+        started.elapsed().as_secs_f64()
+    )
+}
+
+/// A `tools/call` past its checks: what the endpoint offers, who calls (with the HTTP
+/// request's attribution), and the backend tool it names, if it names one.
+struct Allowed<'r> {
+    offer: Offer<'r>,
+    principal: Principal,
+    caller: Caller,
+    backend: Option<Exposed<Tool>>,
+}
+
 /// A tool failure the calling model should read: `isError` with the reason.
 fn tool_error(message: String) -> CallToolResponse {
     CallToolResult::error(vec![ContentBlock::text(message)]).into()
@@ -503,18 +557,93 @@ fn tool_success(out: ToolOutput, structured_tool: bool) -> CallToolResponse {
 }
 
 impl Handler {
+    /// The checks every `tools/call` passes before it runs, whichever path carries it:
+    /// the endpoint offers the tool and the caller's key may call it. `Err` is the answer
+    /// instead: a protocol error, or an `isError` result the model reads.
+    async fn allow<'r>(
+        &self,
+        registry: &'r Registry,
+        parts: Option<&http::request::Parts>,
+        name: &str,
+    ) -> Result<Allowed<'r>, Result<CallToolResponse, McpError>> {
+        let session = self.session(parts, registry).map_err(Err)?;
+        if let Some(session) = &session {
+            session.first_connects(&self.mcp.backends).await;
+        }
+        let offer = self.offer(registry, session.as_deref()).map_err(Err)?;
+        if !offer.allows(registry, name) {
+            return Err(Err(unknown_tool(name)));
+        }
+        let principal = principal(parts);
+        if !principal.allows_tool(name) {
+            return Err(Ok(tool_error(format!(
+                "key `{}` may not call tool `{name}`",
+                principal.key_name()
+            ))));
+        }
+        let caller = Caller::of(&principal, http_caller(parts));
+        let (backend_tools, _) = offer.view.tools(
+            &registry.settings.mcp_tool_separator,
+            &Mcp::own_names(registry),
+        );
+        let backend = backend_tools.into_iter().find(|e| e.name == name);
+        Ok(Allowed {
+            offer,
+            principal,
+            caller,
+            backend,
+        })
+    }
+
+    /// A `tools/call` of a backend tool that the HTTP side answers itself (a plain
+    /// request on a live session, nothing rmcp's session must see), past the same checks
+    /// and limits as [`ServerHandler::call_tool`]. `Ok` is the call, ready to run; `Err`
+    /// the `result` JSON of a refusal by a limit; None when the request is not one this
+    /// path answers (another tool, or a check failed), for rmcp to answer with its error.
+    pub async fn backend_call(
+        &self,
+        parts: &http::request::Parts,
+        name: &str,
+    ) -> Option<Result<BackendCall, Vec<u8>>> {
+        let registry = self.mcp.hub.snapshot();
+        let Ok(Allowed {
+            offer,
+            principal,
+            mut caller,
+            backend: Some(exposed),
+        }) = self.allow(&registry, Some(parts), name).await
+        else {
+            return None;
+        };
+        let hub = &self.mcp.hub;
+        if let Err(refusal) = hub.admit(&registry, &principal, &mut caller, || 0.0).await {
+            let result = CallToolResult::error(vec![ContentBlock::text(refusal.message)]);
+            return Some(Err(serde_json::to_vec(&result).unwrap_or_default()));
+        }
+        Some(Ok(BackendCall {
+            http: hub.http.clone(),
+            view: offer.view,
+            exposed,
+            caller,
+        }))
+    }
+
+    /// How often a call that asked for progress hears of it.
+    pub fn progress_interval(&self) -> std::time::Duration {
+        self.mcp.hub.snapshot().settings.mcp_progress_interval
+    }
+
     /// The session a `/mcp/s/<id>` request belongs to (opening its connections if they
     /// were idle); `None` on the other endpoints.
     fn session(
         &self,
-        extensions: &rmcp::model::Extensions,
+        parts: Option<&http::request::Parts>,
         registry: &Registry,
     ) -> Result<Option<Arc<Session>>, McpError> {
         if !matches!(self.scope, Scope::Session) {
             return Ok(None);
         }
-        let session = extensions
-            .get::<http::request::Parts>()
+        let session = parts
             .and_then(|p| p.extensions.get::<Arc<Session>>())
             .cloned()
             .ok_or_else(|| McpError::internal_error("no MCP session on this request", None))?;
@@ -580,10 +709,7 @@ impl Handler {
                 tokio::time::sleep(interval).await;
                 n += 1;
                 let param = ProgressNotificationParam::new(token.clone(), f64::from(n))
-                    .with_message(format!(
-                        "waiting for the model ({:.0}s)",
-                        started.elapsed().as_secs_f64()
-                    ));
+                    .with_message(progress_message(started));
                 let _ = peer.notify_progress(param).await;
             }
         };
@@ -621,15 +747,16 @@ impl ServerHandler for Handler {
 
     async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
         let registry = self.mcp.hub.snapshot();
-        let mut peers = match self.session(&context.extensions, &registry) {
-            Ok(Some(session)) => {
-                let mut peers = lock(&session.peers);
-                peers.retain(|p| !p.is_transport_closed());
-                peers.push(context.peer.clone());
-                return;
-            }
-            _ => self.mcp.peers(),
-        };
+        let mut peers =
+            match self.session(context.extensions.get::<http::request::Parts>(), &registry) {
+                Ok(Some(session)) => {
+                    let mut peers = lock(&session.peers);
+                    peers.retain(|p| !p.is_transport_closed());
+                    peers.push(context.peer.clone());
+                    return;
+                }
+                _ => self.mcp.peers(),
+            };
         peers.retain(|p| !p.is_transport_closed());
         peers.push(context.peer.clone());
     }
@@ -650,13 +777,13 @@ impl ServerHandler for Handler {
         context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
         let registry = self.mcp.hub.snapshot();
-        let session = self.session(&context.extensions, &registry)?;
+        let session = self.session(context.extensions.get::<http::request::Parts>(), &registry)?;
         self.first_connects(session.as_deref()).await;
         let offer = self.offer(&registry, session.as_deref())?;
         Ok(ListToolsResult::with_all_items(self.mcp.tools(
             &registry,
             &offer,
-            &principal(&context),
+            &principal(context.extensions.get::<http::request::Parts>()),
         )))
     }
 
@@ -668,45 +795,29 @@ impl ServerHandler for Handler {
         let registry = self.mcp.hub.snapshot();
         let args = Value::Object(request.arguments.clone().unwrap_or_default());
         let name = request.name.as_ref();
-        let unknown = || {
-            McpError::invalid_params(
-                format!("unknown tool `{name}`; tools/list names the available ones"),
-                None,
-            )
+        let parts = context.extensions.get::<http::request::Parts>();
+        let Allowed {
+            offer,
+            principal,
+            mut caller,
+            backend,
+        } = match self.allow(&registry, parts, name).await {
+            Ok(allowed) => allowed,
+            Err(answer) => return answer,
         };
-        let session = self.session(&context.extensions, &registry)?;
-        if let Some(session) = &session {
-            session.first_connects(&self.mcp.backends).await;
-        }
-        let offer = self.offer(&registry, session.as_deref())?;
-        if !offer.allows(&registry, name) {
-            return Err(unknown());
-        }
-        let principal = principal(&context);
-        if !principal.allows_tool(name) {
-            return Ok(tool_error(format!(
-                "key `{}` may not call tool `{name}`",
-                principal.key_name()
-            )));
-        }
         let hub = &self.mcp.hub;
-        // The key's own limits hold every call that does work (not the cheap built-ins).
-        let mut caller = Caller::of(&principal, http_caller(&context));
-        let (backend_tools, _) = offer.view.tools(
-            &registry.settings.mcp_tool_separator,
-            &Mcp::own_names(&registry),
-        );
-        if let Some(exposed) = backend_tools.iter().find(|e| e.name == name) {
+        if let Some(exposed) = backend {
+            // The key's own limits hold every call that does work (not the cheap built-ins).
             if let Err(refusal) = hub.admit(&registry, &principal, &mut caller, || 0.0).await {
                 return Ok(refused(&refusal));
             }
-            let call = offer.view.call_tool(exposed, request.arguments.clone());
+            let call = offer.view.call_tool(&exposed, request.arguments.clone());
             let out = self.with_progress(&context, call).await?;
             drop(caller);
             return Ok(out.into());
         }
         if !offer.own {
-            return Err(unknown());
+            return Err(unknown_tool(name));
         }
         if let Some(response) = builtin::call(hub, &registry, &principal, name, &args) {
             return Ok(response);
@@ -782,7 +893,7 @@ impl ServerHandler for Handler {
             });
         }
         let Some(tool) = tool else {
-            return Err(unknown());
+            return Err(unknown_tool(name));
         };
         if let Err(why) = tool.availability(&registry) {
             return Ok(tool_error(format!("tool `{name}` is not available: {why}")));
@@ -800,9 +911,9 @@ impl ServerHandler for Handler {
         context: RequestContext<RoleServer>,
     ) -> Result<ListPromptsResult, McpError> {
         let registry = self.mcp.hub.snapshot();
-        let session = self.session(&context.extensions, &registry)?;
+        let session = self.session(context.extensions.get::<http::request::Parts>(), &registry)?;
         let offer = self.offer(&registry, session.as_deref())?;
-        let principal = principal(&context);
+        let principal = principal(context.extensions.get::<http::request::Parts>());
         let mut prompts = self.mcp.prompts(&registry, &offer);
         prompts.retain(|p| principal.allows_tool(&p.name));
         Ok(ListPromptsResult::with_all_items(prompts))
@@ -816,11 +927,12 @@ impl ServerHandler for Handler {
         let registry = self.mcp.hub.snapshot();
         let unknown =
             || McpError::invalid_params(format!("unknown prompt `{}`", request.name), None);
-        let session = self.session(&context.extensions, &registry)?;
+        let session = self.session(context.extensions.get::<http::request::Parts>(), &registry)?;
         let offer = self.offer(&registry, session.as_deref())?;
         // A key's tool globs cover the prompts of the same names.
         if !offer.allows(&registry, &request.name)
-            || !principal(&context).allows_tool(&request.name)
+            || !principal(context.extensions.get::<http::request::Parts>())
+                .allows_tool(&request.name)
         {
             return Err(unknown());
         }
@@ -913,26 +1025,20 @@ fn coerce_prompt_arguments(schema: &Map<String, Value>, args: Map<String, Value>
 
 /// Who the HTTP request carrying this MCP message comes from; a stdio client is local,
 /// so it is an admin.
-fn principal(context: &RequestContext<RoleServer>) -> Principal {
-    context
-        .extensions
-        .get::<http::request::Parts>()
-        .map_or(Principal::Admin, |p| {
-            p.extensions
-                .get::<Principal>()
-                .cloned()
-                .unwrap_or(Principal::Open)
-        })
+fn principal(parts: Option<&http::request::Parts>) -> Principal {
+    parts.map_or(Principal::Admin, |p| {
+        p.extensions
+            .get::<Principal>()
+            .cloned()
+            .unwrap_or(Principal::Open)
+    })
 }
 
-fn http_caller(context: &RequestContext<RoleServer>) -> Caller {
-    context
-        .extensions
-        .get::<http::request::Parts>()
-        .map_or_else(
-            || Caller::new(None, None),
-            |p| Caller::from_headers(&p.headers, None),
-        )
+fn http_caller(parts: Option<&http::request::Parts>) -> Caller {
+    parts.map_or_else(
+        || Caller::new(None, None),
+        |p| Caller::from_headers(&p.headers, None),
+    )
 }
 
 /// A limit's refusal as a tool result: which limit, and when to retry.
@@ -1040,6 +1146,10 @@ pub async fn serve_stdio(hub: Arc<Hub>, profile: Option<String>) -> anyhow::Resu
 pub struct HttpEndpoint {
     pub service: StreamableHttpService<Handler, LocalSessionManager>,
     pub sessions: LiveSessions,
+    /// The service's handler, for calls the HTTP side answers itself.
+    pub handler: Handler,
+    /// `Host` values the service accepts.
+    pub allowed_hosts: Vec<String>,
 }
 
 #[derive(Clone)]
@@ -1086,12 +1196,15 @@ fn service_of(mcp: &Mcp, handler: Handler, ct: CancellationToken) -> HttpEndpoin
     ];
     origins.extend(settings.mcp_allowed_origins.iter().cloned());
     let config = StreamableHttpServerConfig::default()
-        .with_allowed_hosts(hosts)
+        .with_allowed_hosts(hosts.clone())
         .with_allowed_origins(origins)
         .with_cancellation_token(ct);
     let sessions = Arc::new(LocalSessionManager::default());
+    let factory = handler.clone();
     HttpEndpoint {
-        service: StreamableHttpService::new(move || Ok(handler.clone()), sessions.clone(), config),
+        service: StreamableHttpService::new(move || Ok(factory.clone()), sessions.clone(), config),
         sessions: LiveSessions(sessions),
+        handler,
+        allowed_hosts: hosts,
     }
 }
