@@ -577,3 +577,381 @@ async fn a_one_shot_stdio_client_sees_backend_tools_in_its_first_list() {
         .collect();
     assert!(names.contains(&"inner__shout"), "{names:?}");
 }
+
+// ---- the short way: a plain `tools/call` answered from the backend directly ----------
+
+/// A client of the hub's `/mcp` speaking raw HTTP, to see how each answer comes.
+struct Raw {
+    url: String,
+    client: reqwest::Client,
+    session: String,
+}
+
+impl Raw {
+    async fn open(server: &Server) -> Raw {
+        let url = format!("{}/mcp", server.url);
+        let init = server
+            .client
+            .post(&url)
+            .header("accept", "application/json, text/event-stream")
+            .json(
+                &json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+                "protocolVersion": "2025-11-25", "capabilities": {},
+                "clientInfo": {"name": "raw", "version": "1"}}}),
+            )
+            .send()
+            .await
+            .expect("initialize");
+        let session = init.headers()["mcp-session-id"]
+            .to_str()
+            .expect("session id")
+            .to_string();
+        let raw = Raw {
+            url,
+            client: server.client.clone(),
+            session,
+        };
+        let done = raw
+            .send(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+            .await;
+        assert_eq!(done.status(), 202);
+        raw
+    }
+
+    fn post(&self, body: &Value) -> reqwest::RequestBuilder {
+        self.client
+            .post(&self.url)
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-session-id", &self.session)
+            .header("mcp-protocol-version", "2025-11-25")
+            .json(body)
+    }
+
+    async fn send(&self, body: Value) -> reqwest::Response {
+        self.post(&body).send().await.expect("mcp request")
+    }
+
+    /// The answer's media type and its JSON-RPC response (the last event of a stream).
+    async fn call(&self, body: Value) -> (String, Value) {
+        read_answer(self.send(body).await).await
+    }
+}
+
+async fn read_answer(response: reqwest::Response) -> (String, Value) {
+    assert_eq!(response.status(), 200);
+    let kind = response.headers()["content-type"]
+        .to_str()
+        .expect("content type")
+        .to_string();
+    let text = response.text().await.expect("body");
+    let value = if kind.starts_with("application/json") {
+        serde_json::from_str(&text).expect("JSON answer")
+    } else {
+        let events: Vec<Value> = sse_data(&text)
+            .iter()
+            .filter_map(|d| serde_json::from_str(d).ok())
+            .collect();
+        events.last().cloned().unwrap_or(Value::Null)
+    };
+    (kind, value)
+}
+
+async fn aggregating(backend: &Backend, extra: &str) -> (Server, ConfigDir) {
+    let (url, _, _h) = start_backend(backend.clone()).await;
+    // The backend task must outlive this function: it stops when the runtime does.
+    std::mem::forget(_h);
+    let cfg = ConfigDir::new(&format!("{HUB}{extra}"));
+    cfg.write(
+        "providers.d/echo.toml",
+        "adapter = \"echo\"\nmodels = [\"echo\"]\n",
+    );
+    cfg.write(
+        "servers.d/gh.toml",
+        &format!("url = \"{url}\"\ntimeout_s = 30\n"),
+    );
+    let server = Server::start(&cfg).await;
+    until_health(&server, "connected", |h| status(h, "gh") == "connected").await;
+    (server, cfg)
+}
+
+#[tokio::test]
+async fn a_plain_call_is_answered_as_json_from_the_backend_on_the_hubs_own_session() {
+    let gh = Backend::new(vec![tool("search", "Search")]);
+    let (server, _cfg) = aggregating(&gh, "").await;
+    let raw = Raw::open(&server).await;
+
+    let (kind, answer) = raw
+        .call(
+            json!({"jsonrpc": "2.0", "id": "call-α", "method": "tools/call",
+            "params": {"name": "gh__search", "arguments": {"query": "panic"}}}),
+        )
+        .await;
+    assert_eq!(kind, "application/json", "{answer}");
+    assert_eq!(answer["id"], "call-α", "the client's id comes back");
+    assert_eq!(answer["result"]["isError"], false);
+    assert_eq!(
+        answer["result"]["structuredContent"],
+        json!({"tool": "search", "args": {"query": "panic"}}),
+        "the backend's result, unchanged"
+    );
+    let (kind, answer) = raw
+        .call(json!({"jsonrpc": "2.0", "id": 41, "method": "tools/call",
+            "params": {"name": "gh__search", "_meta": {"progressToken": "p"}}}))
+        .await;
+    assert_eq!(kind, "application/json", "{answer}");
+    assert_eq!(answer["id"], 41);
+    assert_eq!(answer["result"]["structuredContent"]["args"], json!({}));
+
+    // A browser's request (an Origin) is rmcp's to vet: same answer, as its stream.
+    let mut with_origin = json!({"jsonrpc": "2.0", "id": 42, "method": "tools/call",
+        "params": {"name": "gh__search", "arguments": {"query": "origin"}}});
+    let response = raw
+        .post(&with_origin)
+        .header("origin", "http://localhost:5173")
+        .send()
+        .await
+        .expect("call");
+    let (kind, answer) = read_answer(response).await;
+    assert_eq!(kind, "text/event-stream");
+    assert_eq!(answer["id"], 42);
+    assert_eq!(
+        answer["result"]["structuredContent"]["args"]["query"],
+        "origin"
+    );
+    // So is a host that is not allowed: refused the same way on both paths.
+    with_origin["id"] = json!(43);
+    let refused = raw
+        .post(&with_origin)
+        .header("host", "evil.example")
+        .send()
+        .await
+        .expect("call");
+    assert_eq!(refused.status(), 403);
+
+    assert_eq!(
+        gh.calls()
+            .iter()
+            .map(|(name, _)| name.as_str())
+            .collect::<Vec<_>>(),
+        ["search", "search", "search"],
+        "called by the original name, once each"
+    );
+    let sessions: std::collections::BTreeSet<String> = gh
+        .headers
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter_map(|h| h.get("mcp-session-id"))
+        .map(|v| v.to_str().expect("id").to_string())
+        .collect();
+    assert_eq!(
+        sessions.len(),
+        1,
+        "every call went on the hub's one session with the backend: {sessions:?}"
+    );
+
+    // An unknown tool is still rmcp's protocol error.
+    let (_, answer) = raw
+        .call(json!({"jsonrpc": "2.0", "id": 44, "method": "tools/call",
+            "params": {"name": "gh__nothing", "arguments": {}}}))
+        .await;
+    assert_eq!(answer["error"]["code"], -32602, "{answer}");
+}
+
+#[tokio::test]
+async fn a_long_call_streams_progress_and_a_cancelled_one_stops() {
+    let gh = Backend::new(vec![tool("gated", "Waits"), tool("slow", "Never answers")]);
+    let (server, _cfg) = aggregating(&gh, "[mcp]\nprogress_interval_s = 0.05\n").await;
+    let raw = Raw::open(&server).await;
+
+    // Still running at its first tick: progress notifications, then the answer, as SSE.
+    let response = raw
+        .send(json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call",
+            "params": {"name": "gh__gated", "arguments": {}, "_meta": {"progressToken": "tok"}}}))
+        .await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let mut body = response.bytes_stream();
+    let mut text = String::new();
+    use futures_util::StreamExt;
+    while !text.contains("notifications/progress") {
+        let piece = body.next().await.expect("a progress event").expect("read");
+        text.push_str(&String::from_utf8_lossy(&piece));
+    }
+    gh.gate.notify_one();
+    while let Some(piece) = body.next().await {
+        text.push_str(&String::from_utf8_lossy(&piece.expect("read")));
+    }
+    let events: Vec<Value> = sse_data(&text)
+        .iter()
+        .map(|d| serde_json::from_str(d).expect("JSON event"))
+        .collect();
+    assert_eq!(events[0]["params"]["progressToken"], "tok");
+    assert_eq!(events[0]["params"]["progress"], 1);
+    let last = events.last().expect("the answer");
+    assert_eq!(last["id"], 5);
+    assert_eq!(last["result"]["content"][0]["text"], "let through");
+
+    // A call the client cancels ends with rmcp's cancellation error, long before the
+    // backend's 30 s timeout.
+    // The gated call's arrival left a wake-up stored: take it first.
+    gh.called.notified().await;
+    let call = raw.send(json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call",
+        "params": {"name": "gh__slow", "arguments": {}}}));
+    let arrived = gh.called.notified();
+    let (answer, ()) = tokio::join!(call, async {
+        arrived.await;
+        let cancel = raw
+            .send(
+                json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                "params": {"requestId": 9, "reason": "the user pressed Esc"}}),
+            )
+            .await;
+        assert_eq!(cancel.status(), 202);
+    });
+    let (kind, answer) = read_answer(answer).await;
+    assert_eq!(kind, "application/json");
+    assert_eq!(answer["id"], 9);
+    assert_eq!(answer["error"]["message"], "the request was cancelled");
+}
+
+/// A backend written against the wire (no rmcp): it answers with JSON where rmcp streams,
+/// fails a call with a JSON-RPC error, and pings its client in the middle of another.
+#[derive(Clone, Default)]
+struct WireBackend {
+    /// The session id and protocol version of every `tools/call`.
+    calls: Arc<std::sync::Mutex<Vec<(String, String)>>>,
+    pong: Arc<Notify>,
+    /// Replies to the backend's own requests, with the session they came on.
+    pongs: Arc<std::sync::Mutex<Vec<(String, Value)>>>,
+}
+
+async fn wire_backend(
+    axum::extract::State(b): axum::extract::State<WireBackend>,
+    headers: axum::http::HeaderMap,
+    axum::Json(m): axum::Json<Value>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    use futures_util::StreamExt;
+    let json = |v: Value| axum::Json(v).into_response();
+    let id = m["id"].clone();
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    match m["method"].as_str() {
+        Some("initialize") => {
+            let mut r = json(json!({"jsonrpc": "2.0", "id": id, "result": {
+                "protocolVersion": "2025-11-25", "capabilities": {"tools": {}},
+                "serverInfo": {"name": "wire", "version": "1"}}}));
+            r.headers_mut()
+                .insert("mcp-session-id", "wire-1".parse().expect("header"));
+            r
+        }
+        Some("tools/list") => json(json!({"jsonrpc": "2.0", "id": id, "result": {"tools": [
+            {"name": "quota", "inputSchema": {"type": "object"}},
+            {"name": "pinged", "inputSchema": {"type": "object"}}]}})),
+        Some("tools/call") => {
+            b.calls
+                .lock()
+                .expect("lock")
+                .push((header("mcp-session-id"), header("mcp-protocol-version")));
+            if m["params"]["name"] == "quota" {
+                return json(json!({"jsonrpc": "2.0", "id": id,
+                    "error": {"code": -32000, "message": "quota exhausted"}}));
+            }
+            let ping = json!({"jsonrpc": "2.0", "id": "srv-1", "method": "ping"});
+            let events = futures_util::stream::iter([format!("data: {ping}\n\n")])
+                .chain(futures_util::stream::once(async move {
+                    b.pong.notified().await;
+                    let done = json!({"jsonrpc": "2.0", "id": id, "result": {
+                        "content": [{"type": "text", "text": "pong seen"}], "isError": false}});
+                    format!("data: {done}\n\n")
+                }))
+                .map(Ok::<_, std::convert::Infallible>);
+            let mut r = axum::body::Body::from_stream(events).into_response();
+            r.headers_mut()
+                .insert("content-type", "text/event-stream".parse().expect("header"));
+            r
+        }
+        Some(_) => axum::http::StatusCode::ACCEPTED.into_response(),
+        None => {
+            b.pongs
+                .lock()
+                .expect("lock")
+                .push((header("mcp-session-id"), m));
+            b.pong.notify_one();
+            axum::http::StatusCode::ACCEPTED.into_response()
+        }
+    }
+}
+
+#[tokio::test]
+async fn backends_answering_json_failing_or_pinging_are_served_on_the_short_way() {
+    let wire = WireBackend::default();
+    let app = axum::Router::new()
+        .route(
+            "/mcp",
+            axum::routing::post(wire_backend)
+                .get(|| async { axum::http::StatusCode::METHOD_NOT_ALLOWED }),
+        )
+        .with_state(wire.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let cfg = base_config();
+    cfg.write(
+        "servers.d/wire.toml",
+        &format!("url = \"http://{addr}/mcp\"\ntimeout_s = 30\n"),
+    );
+    let server = Server::start(&cfg).await;
+    until_health(&server, "connected", |h| status(h, "wire") == "connected").await;
+    let raw = Raw::open(&server).await;
+
+    let (kind, answer) = raw
+        .call(json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+            "params": {"name": "wire__quota", "arguments": {}}}))
+        .await;
+    assert_eq!(kind, "application/json");
+    assert_eq!(answer["result"]["isError"], true, "{answer}");
+    let said = answer["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or("");
+    assert!(
+        said.starts_with("backend wire failed the call: ") && said.contains("quota exhausted"),
+        "{said}"
+    );
+
+    let (_, answer) = raw
+        .call(json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+            "params": {"name": "wire__pinged", "arguments": {}}}))
+        .await;
+    assert_eq!(answer["id"], 2);
+    assert_eq!(
+        answer["result"]["content"][0]["text"], "pong seen",
+        "{answer}"
+    );
+    assert_eq!(
+        *wire.pongs.lock().expect("lock"),
+        [(
+            "wire-1".to_string(),
+            json!({"jsonrpc": "2.0", "id": "srv-1", "result": {}})
+        )],
+        "the backend's ping was answered"
+    );
+    assert_eq!(
+        *wire.calls.lock().expect("lock"),
+        [
+            ("wire-1".to_string(), "2025-11-25".to_string()),
+            ("wire-1".to_string(), "2025-11-25".to_string())
+        ],
+        "calls go on the session the hub opened, in its negotiated revision"
+    );
+}

@@ -255,6 +255,35 @@ impl View {
         })
     }
 
+    /// The backend tool offered as `name`, if one is: the same rules as [`View::tools`],
+    /// without copying every tool's definition (a call looks one up each time).
+    pub fn tool(
+        &self,
+        separator: &str,
+        taken: &BTreeSet<String>,
+        name: &str,
+    ) -> Option<Exposed<Tool>> {
+        let (names, _) = self.expose(separator, taken, |live| {
+            live.tools
+                .iter()
+                .map(|t| (t.name.to_string(), ()))
+                .collect()
+        });
+        let found = names.into_iter().find(|e| e.name == name)?;
+        let (_, state) = self.0.iter().find(|(n, _)| *n == found.backend)?;
+        let item = lock(&state.live)
+            .tools
+            .iter()
+            .find(|t| t.name == found.original)?
+            .clone();
+        Some(Exposed {
+            name: found.name,
+            backend: found.backend,
+            original: found.original,
+            item,
+        })
+    }
+
     pub fn prompts(
         &self,
         separator: &str,
@@ -278,7 +307,8 @@ impl View {
         let mut problems = Vec::new();
         let mut seen: BTreeMap<String, String> = BTreeMap::new();
         for (name, state) in &self.0 {
-            let spec = lock(&state.spec).clone();
+            // Lock order: spec, then live.
+            let spec = lock(&state.spec);
             let live = lock(&state.live);
             if live.phase != Phase::Connected {
                 continue;
@@ -391,6 +421,12 @@ impl View {
             let spec = lock(&state.spec);
             (spec.timeout, spec.auth.clone())
         };
+        let on = OnSession {
+            url: &route.url,
+            session,
+            version,
+            auth,
+        };
         let id = format!("llmhub-{}", CALLS.fetch_add(1, Ordering::Relaxed));
         let body = serde_json::to_vec(&json!({
             "jsonrpc": "2.0",
@@ -399,16 +435,7 @@ impl View {
             "params": DirectParams { name: &exposed.original, arguments },
         }))
         .map_err(|_| NotSent)?;
-        let mut request = http
-            .post_json_text(&route.url, body.into())
-            .header(ACCEPT, "application/json, text/event-stream")
-            .header("mcp-session-id", &*session);
-        if let Some(version) = version {
-            request = request.header("mcp-protocol-version", version);
-        }
-        if let Some((name, value)) = auth {
-            request = request.header(name, value.expose());
-        }
+        let request = on.post(http, body);
         let backend = exposed.backend.as_str();
         let exchange = async {
             let response = request.send().await.map_err(|e| Failed(e.to_string()))?;
@@ -442,7 +469,7 @@ impl View {
                     finish(events);
                     return out;
                 }
-                reply_to_backend(http, &route, &session, &event.data).await;
+                reply_to_backend(http, &on, &event.data).await;
             }
             Err(Failed(
                 "the answer stream ended before the result".to_string(),
@@ -600,7 +627,7 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(30);
 
 /// A request the backend sends on a direct call's stream gets an answer, as rmcp's client
 /// would give it: llmhub declares no client capabilities, so only `ping` is served.
-async fn reply_to_backend(http: &upstream::Client, route: &Route, session: &str, text: &str) {
+async fn reply_to_backend(http: &upstream::Client, on: &OnSession<'_>, text: &str) {
     let Ok(message) = serde_json::from_str::<Message<'_>>(text) else {
         return;
     };
@@ -612,14 +639,32 @@ async fn reply_to_backend(http: &upstream::Client, route: &Route, session: &str,
     } else {
         json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32601, "message": format!("llmhub does not serve `{method}`")}})
     };
-    if let Ok(response) = http
-        .post_json(&route.url, &reply)
-        .header(ACCEPT, "application/json, text/event-stream")
-        .header("mcp-session-id", session)
-        .send()
-        .await
-    {
+    if let Ok(response) = on.post(http, reply.to_string().into_bytes()).send().await {
         let _ = response.bytes().await;
+    }
+}
+
+/// A backend's session as direct messages go on it.
+struct OnSession<'a> {
+    url: &'a upstream::Url,
+    session: Arc<str>,
+    version: Option<HeaderValue>,
+    auth: Option<(HeaderName, crate::registry::Secret)>,
+}
+
+impl OnSession<'_> {
+    fn post(&self, http: &upstream::Client, body: Vec<u8>) -> upstream::Request {
+        let mut request = http
+            .post_json_text(self.url, body.into())
+            .header(ACCEPT, "application/json, text/event-stream")
+            .header("mcp-session-id", &*self.session);
+        if let Some(version) = &self.version {
+            request = request.header("mcp-protocol-version", version.clone());
+        }
+        if let Some((name, value)) = &self.auth {
+            request = request.header(name.clone(), value.expose());
+        }
+        request
     }
 }
 
@@ -664,7 +709,8 @@ impl Noting {
         let Some(session) = session else {
             return;
         };
-        let version = headers.get("mcp-protocol-version");
+        // By `HeaderName`: a `&str` key hashes differently and is never found.
+        let version = headers.get(&HeaderName::from_static("mcp-protocol-version"));
         let mut noted = lock(&self.route.session);
         if noted
             .as_ref()

@@ -571,7 +571,13 @@ impl Handler {
             session.first_connects(&self.mcp.backends).await;
         }
         let offer = self.offer(registry, session.as_deref()).map_err(Err)?;
-        if !offer.allows(registry, name) {
+        let backend = offer.view.tool(
+            &registry.settings.mcp_tool_separator,
+            &Mcp::own_names(registry),
+            name,
+        );
+        let server = backend.as_ref().map(|e| e.backend.as_str());
+        if offer.profile.is_some_and(|p| !p.allows(server, name)) {
             return Err(Err(unknown_tool(name)));
         }
         let principal = principal(parts);
@@ -582,11 +588,6 @@ impl Handler {
             ))));
         }
         let caller = Caller::of(&principal, http_caller(parts));
-        let (backend_tools, _) = offer.view.tools(
-            &registry.settings.mcp_tool_separator,
-            &Mcp::own_names(registry),
-        );
-        let backend = backend_tools.into_iter().find(|e| e.name == name);
         Ok(Allowed {
             offer,
             principal,

@@ -44,6 +44,10 @@ pub struct Backend {
     pub headers: Arc<Mutex<Vec<HeaderMap>>>,
     /// Each call's tool and the `Authorization` header of the request that carried it.
     pub call_auth: Arc<Mutex<Vec<CallAuth>>>,
+    /// Signalled as each call arrives.
+    pub called: Arc<Notify>,
+    /// The `gated` tool answers once this is signalled.
+    pub gate: Arc<Notify>,
 }
 
 impl Backend {
@@ -54,6 +58,8 @@ impl Backend {
             calls: Arc::new(Mutex::new(Vec::new())),
             headers: Arc::new(Mutex::new(Vec::new())),
             call_auth: Arc::new(Mutex::new(Vec::new())),
+            called: Arc::new(Notify::new()),
+            gate: Arc::new(Notify::new()),
         }
     }
 
@@ -116,8 +122,13 @@ impl ServerHandler for Backend {
             .lock()
             .expect("lock")
             .push((request.name.to_string(), args.clone()));
+        self.called.notify_one();
         match request.name.as_ref() {
             "slow" => std::future::pending().await,
+            "gated" => {
+                self.gate.notified().await;
+                Ok(CallToolResult::success(vec![ContentBlock::text("let through")]).into())
+            }
             "fail" => {
                 Ok(CallToolResult::error(vec![ContentBlock::text("the backend says no")]).into())
             }
