@@ -607,6 +607,10 @@ impl Handler {
         name: &str,
     ) -> Option<Result<BackendCall, Vec<u8>>> {
         let registry = self.mcp.hub.snapshot();
+        // llmhub's own tools are rmcp's to run, and no backend tool takes their names.
+        if tools::BUILTIN_NAMES.contains(&name) || registry.tools.contains_key(name) {
+            return None;
+        }
         let Ok(Allowed {
             offer,
             principal,
