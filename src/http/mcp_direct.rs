@@ -200,7 +200,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn session_id(headers: &HeaderMap) -> Option<&str> {
+pub fn session_id(headers: &HeaderMap) -> Option<&str> {
     headers.get("mcp-session-id").and_then(|v| v.to_str().ok())
 }
 
@@ -227,11 +227,8 @@ impl Shortcut {
         }
     }
 
-    /// A request on its way to rmcp: its session's worker sees it.
-    pub fn seen(&self, headers: &HeaderMap) {
-        let Some(id) = session_id(headers) else {
-            return;
-        };
+    /// A request rmcp accepted on session `id`: its session's worker has seen it.
+    pub fn seen(&self, id: &str) {
         let now = Instant::now();
         let mut seen = lock(&self.seen);
         if let Some(at) = seen.get_mut(id) {
@@ -245,10 +242,8 @@ impl Shortcut {
         seen.insert(id.to_string(), now);
     }
 
-    pub fn ended(&self, headers: &HeaderMap) {
-        if let Some(id) = session_id(headers) {
-            lock(&self.seen).remove(id);
-        }
+    pub fn ended(&self, id: &str) {
+        lock(&self.seen).remove(id);
     }
 
     /// Stops the short-way call a `notifications/cancelled` names, if one is running; the

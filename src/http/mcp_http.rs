@@ -14,7 +14,7 @@ use axum::routing::MethodRouter;
 use bytes::Bytes;
 use serde_json::json;
 
-use super::mcp_direct::Shortcut;
+use super::mcp_direct::{Shortcut, session_id};
 use crate::hub::Hub;
 use crate::mcp::sessions::SessionError;
 use crate::mcp::{HttpEndpoint, LiveSessions, Mcp};
@@ -143,12 +143,20 @@ async fn check(State(guard): State<Guard>, request: Request, next: Next) -> Resp
         _ => request,
     };
     let deleting = request.method() == Method::DELETE;
-    if deleting {
-        guard.shortcut.ended(request.headers());
-    } else {
-        guard.shortcut.seen(request.headers());
-    }
+    let session = session_id(request.headers()).map(str::to_string);
     let response = next.run(request).await;
+    // Only sessions rmcp accepted are noted: made-up ids must not fill the table.
+    if let Some(id) = session
+        .as_deref()
+        .or_else(|| session_id(response.headers()))
+        && response.status().is_success()
+    {
+        if deleting {
+            guard.shortcut.ended(id);
+        } else {
+            guard.shortcut.seen(id);
+        }
+    }
     if deleting && response.status() == StatusCode::ACCEPTED {
         return StatusCode::NO_CONTENT.into_response();
     }
