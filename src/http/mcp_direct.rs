@@ -16,10 +16,11 @@ use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::StreamExt;
 use serde::Deserialize;
+use serde::de::IgnoredAny;
 use serde_json::value::RawValue;
 use tokio_util::sync::CancellationToken;
 
-use crate::mcp::{Handler, LiveSessions};
+use crate::mcp::{Handler, LiveSessions, PlainRequest};
 
 /// rmcp ends a session after 300 s without a message from its client; a session that
 /// rmcp's worker has not seen for this long sends its next call that way, so a client
@@ -46,9 +47,10 @@ struct Peek<'a> {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CallParams<'a> {
-    name: &'a str,
-    #[serde(borrow)]
-    arguments: Option<&'a RawValue>,
+    #[serde(rename = "name")]
+    _name: IgnoredAny,
+    #[serde(rename = "arguments")]
+    _arguments: Option<IgnoredAny>,
     #[serde(rename = "_meta", borrow)]
     meta: Option<HashMap<&'a str, &'a RawValue>>,
 }
@@ -97,34 +99,42 @@ impl Drop for Running {
 struct PlainCall {
     session: String,
     id: Box<RawValue>,
-    name: String,
-    arguments: Option<Box<RawValue>>,
+    params: PlainRequest,
     progress: Option<Box<RawValue>>,
+}
+
+/// A call's outcome as JSON text: its `result` member, or its `error` object.
+type Outcome = Result<Vec<u8>, Vec<u8>>;
+
+type Work = Pin<Box<dyn Future<Output = Outcome> + Send>>;
+
+fn cancelled() -> Outcome {
+    Err(CANCELLED.as_bytes().to_vec())
 }
 
 /// The error a cancelled call is answered with, as rmcp answers its own.
 const CANCELLED: &str = r#"{"code":-32603,"message":"the request was cancelled"}"#;
 
 /// One JSON-RPC response's text: a `result`, or an `error` object.
-fn response_text(id: &RawValue, outcome: Result<&[u8], &str>) -> Bytes {
+fn response_text(id: &RawValue, outcome: Outcome) -> Bytes {
     let mut body = BytesMut::with_capacity(64);
     body.put_slice(b"{\"jsonrpc\":\"2.0\",\"id\":");
     body.put_slice(id.get().as_bytes());
     match outcome {
         Ok(result) => {
             body.put_slice(b",\"result\":");
-            body.put_slice(result);
+            body.put_slice(&result);
         }
         Err(error) => {
             body.put_slice(b",\"error\":");
-            body.put_slice(error.as_bytes());
+            body.put_slice(&error);
         }
     }
     body.put_u8(b'}');
     body.freeze()
 }
 
-fn json_answer(id: &RawValue, outcome: Result<&[u8], &str>) -> Response {
+fn json_answer(id: &RawValue, outcome: Outcome) -> Response {
     let mut response = (StatusCode::OK, response_text(id, outcome)).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -148,7 +158,7 @@ fn progress_stream(
     progress: Option<Box<RawValue>>,
     started: Instant,
     interval: Duration,
-    work: Pin<Box<dyn Future<Output = Vec<u8>> + Send>>,
+    work: Work,
     stop: CancellationToken,
     running: Running,
 ) -> Response {
@@ -171,10 +181,10 @@ fn progress_stream(
                 let mut work = work?;
                 tokio::select! {
                     result = &mut work => {
-                        Some((sse_event(&response_text(&id, Ok(&result))), (None, n, stop, running)))
+                        Some((sse_event(&response_text(&id, result)), (None, n, stop, running)))
                     }
                     () = stop.cancelled() => {
-                        Some((sse_event(&response_text(&id, Err(CANCELLED))), (None, n, stop, running)))
+                        Some((sse_event(&response_text(&id, cancelled())), (None, n, stop, running)))
                     }
                     () = tokio::time::sleep(interval) => {
                         Some((progress(n + 1), (Some(work), n + 1, stop, running)))
@@ -274,15 +284,10 @@ impl Shortcut {
         let Some(call) = self.plain_call(&parts, &body, sessions).await else {
             return Err((parts, body));
         };
-        let ready = match self.handler.backend_call(&parts, &call.name).await {
-            None => return Err((parts, body)),
-            Some(ready) => ready,
-        };
         let started = Instant::now();
-        let work = match ready {
-            Ok(work) => work,
-            Err(refused) => return Ok(json_answer(&call.id, Ok(&refused))),
-        };
+        let handler = self.handler.clone();
+        let params = call.params;
+        let work = async move { handler.call_json(&parts, params).await };
         let stop = CancellationToken::new();
         let key = (call.session, call.id.get().to_string());
         lock(&self.calls).insert(key.clone(), stop.clone());
@@ -290,7 +295,7 @@ impl Shortcut {
             calls: self.calls.clone(),
             key,
         };
-        let mut work = Box::pin(work.run(call.arguments));
+        let mut work: Work = Box::pin(work);
         let first_tick = async {
             match &call.progress {
                 Some(_) => tokio::time::sleep(self.handler.progress_interval()).await,
@@ -300,8 +305,8 @@ impl Shortcut {
         // A call that ends before its first progress tick is answered as JSON; a longer
         // one as a stream of progress notifications ending in the answer.
         tokio::select! {
-            result = &mut work => Ok(json_answer(&call.id, Ok(&result))),
-            () = stop.cancelled() => Ok(json_answer(&call.id, Err(CANCELLED))),
+            outcome = &mut work => Ok(json_answer(&call.id, outcome)),
+            () = stop.cancelled() => Ok(json_answer(&call.id, cancelled())),
             () = first_tick => Ok(progress_stream(
                 call.id,
                 call.progress,
@@ -327,13 +332,8 @@ impl Shortcut {
             return None;
         }
         let id = message.id.filter(|id| id.get() != "null")?;
-        let params: CallParams<'_> = serde_json::from_str(message.params?.get()).ok()?;
-        let arguments = match params.arguments {
-            Some(a) if a.get() == "null" => None,
-            Some(a) if a.get().starts_with('{') => Some(a.to_owned()),
-            None => None,
-            Some(_) => return None,
-        };
+        let raw = message.params?.get();
+        let params: CallParams<'_> = serde_json::from_str(raw).ok()?;
         let meta = params.meta.unwrap_or_default();
         if meta
             .keys()
@@ -351,8 +351,8 @@ impl Shortcut {
         Some(PlainCall {
             session: session.to_string(),
             id: id.to_owned(),
-            name: params.name.to_string(),
-            arguments,
+            // As rmcp reads them: params it cannot read are its error to report.
+            params: PlainRequest::parse(raw)?,
             progress: meta.get("progressToken").map(|t| (*t).to_owned()),
         })
     }

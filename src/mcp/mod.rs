@@ -457,33 +457,65 @@ fn unknown_tool(name: &str) -> McpError {
     )
 }
 
-/// A backend tool call allowed and admitted, for the HTTP side to run.
-pub struct BackendCall {
-    http: crate::upstream::Client,
-    view: View,
-    exposed: Exposed<Tool>,
-    /// Holds what the limits granted until the call ends.
-    caller: Caller,
+/// A `tools/call`'s answer: a result built here, or a backend's result as its JSON text
+/// (which the HTTP short way passes on without reading it again).
+enum Answer {
+    Typed(CallToolResponse),
+    Json { backend: String, result: Vec<u8> },
 }
 
-impl BackendCall {
-    /// The JSON text of the call's `result`: the backend reached with
-    /// [`View::call_direct`], or through rmcp's client when that cannot take it.
-    pub async fn run(self, arguments: Option<Box<serde_json::value::RawValue>>) -> Vec<u8> {
-        let out = match self
-            .view
-            .call_direct(&self.http, &self.exposed, arguments.as_deref())
-            .await
-        {
-            Ok(result) => result,
-            Err(backends::NotSent) => {
-                let arguments = arguments.and_then(|a| serde_json::from_str(a.get()).ok());
-                let result = self.view.call_tool(&self.exposed, arguments).await;
-                serde_json::to_vec(&result).unwrap_or_default()
+impl Answer {
+    /// The answer as rmcp sends it.
+    fn into_response(self) -> CallToolResponse {
+        match self {
+            Answer::Typed(response) => response,
+            Answer::Json { backend, result } => {
+                match serde_json::from_slice::<CallToolResult>(&result) {
+                    Ok(result) => result.into(),
+                    Err(e) => tool_error(format!(
+                        "backend {backend} failed the call: its result is not a tool result ({e})"
+                    )),
+                }
             }
-        };
-        drop(self.caller);
-        out
+        }
+    }
+
+    /// The JSON text of the `result` member.
+    fn into_json(self) -> Vec<u8> {
+        match self {
+            Answer::Typed(response) => {
+                serde_json::to_vec(&rmcp::model::ServerResult::from(response)).unwrap_or_default()
+            }
+            Answer::Json { result, .. } => result,
+        }
+    }
+}
+
+/// A `tools/call`'s params, read as rmcp reads them, for the HTTP side to run.
+pub struct PlainRequest(CallToolRequestParams);
+
+impl PlainRequest {
+    pub fn parse(params: &str) -> Option<PlainRequest> {
+        serde_json::from_str(params).ok().map(PlainRequest)
+    }
+}
+
+/// A backend tool's result as JSON text: the backend reached with [`View::call_direct`],
+/// or through rmcp's client when that cannot take the call.
+async fn call_backend(
+    http: &crate::upstream::Client,
+    view: &View,
+    exposed: &Exposed<Tool>,
+    arguments: Option<Map<String, Value>>,
+) -> Vec<u8> {
+    let raw = arguments
+        .as_ref()
+        .and_then(|a| serde_json::value::to_raw_value(a).ok());
+    match view.call_direct(http, exposed, raw.as_deref()).await {
+        Ok(result) => result,
+        Err(backends::NotSent) => {
+            serde_json::to_vec(&view.call_tool(exposed, arguments).await).unwrap_or_default()
+        }
     }
 }
 
@@ -596,46 +628,160 @@ impl Handler {
         })
     }
 
-    /// A `tools/call` of a backend tool that the HTTP side answers itself (a plain
-    /// request on a live session, nothing rmcp's session must see), past the same checks
-    /// and limits as [`ServerHandler::call_tool`]. `Ok` is the call, ready to run; `Err`
-    /// the `result` JSON of a refusal by a limit; None when the request is not one this
-    /// path answers (another tool, or a check failed), for rmcp to answer with its error.
-    pub async fn backend_call(
+    /// [`Handler::call`] for the HTTP side: the JSON text of the `result` member, or of
+    /// the `error` object.
+    pub async fn call_json(
         &self,
         parts: &http::request::Parts,
-        name: &str,
-    ) -> Option<Result<BackendCall, Vec<u8>>> {
-        let registry = self.mcp.hub.snapshot();
-        // llmhub's own tools are rmcp's to run, and no backend tool takes their names.
-        if tools::BUILTIN_NAMES.contains(&name) || registry.tools.contains_key(name) {
-            return None;
+        request: PlainRequest,
+    ) -> Result<Vec<u8>, Vec<u8>> {
+        match self.call(Some(parts), request.0).await {
+            Ok(answer) => Ok(answer.into_json()),
+            Err(error) => Err(serde_json::to_vec(&error).unwrap_or_default()),
         }
-        let Ok(Allowed {
-            offer,
-            principal,
-            mut caller,
-            backend: Some(exposed),
-        }) = self.allow(&registry, Some(parts), name).await
-        else {
-            return None;
-        };
-        let hub = &self.mcp.hub;
-        if let Err(refusal) = hub.admit(&registry, &principal, &mut caller, || 0.0).await {
-            let result = CallToolResult::error(vec![ContentBlock::text(refusal.message)]);
-            return Some(Err(serde_json::to_vec(&result).unwrap_or_default()));
-        }
-        Some(Ok(BackendCall {
-            http: hub.http.clone(),
-            view: offer.view,
-            exposed,
-            caller,
-        }))
     }
 
     /// How often a call that asked for progress hears of it.
     pub fn progress_interval(&self) -> std::time::Duration {
         self.mcp.hub.snapshot().settings.mcp_progress_interval
+    }
+
+    /// A `tools/call` on any transport: the checks, the limits and the tool's answer.
+    /// Progress and cancellation are the transport's (rmcp's session, or the HTTP short
+    /// way).
+    async fn call(
+        &self,
+        parts: Option<&http::request::Parts>,
+        request: CallToolRequestParams,
+    ) -> Result<Answer, McpError> {
+        let registry = self.mcp.hub.snapshot();
+        let name = request.name.as_ref();
+        let Allowed {
+            offer,
+            principal,
+            mut caller,
+            backend,
+        } = match self.allow(&registry, parts, name).await {
+            Ok(allowed) => allowed,
+            Err(answer) => return answer.map(Answer::Typed),
+        };
+        let hub = &self.mcp.hub;
+        if let Some(exposed) = backend {
+            // The key's own limits hold every call that does work (not the cheap built-ins).
+            if let Err(refusal) = hub.admit(&registry, &principal, &mut caller, || 0.0).await {
+                return Ok(Answer::Typed(refused(&refusal)));
+            }
+            let result = call_backend(&hub.http, &offer.view, &exposed, request.arguments).await;
+            drop(caller);
+            return Ok(Answer::Json {
+                backend: exposed.backend,
+                result,
+            });
+        }
+        self.call_own(&registry, offer, principal, caller, request)
+            .await
+            .map(Answer::Typed)
+    }
+
+    /// `tools/call` of one of llmhub's own tools, once allowed.
+    async fn call_own(
+        &self,
+        registry: &Registry,
+        offer: Offer<'_>,
+        principal: Principal,
+        caller: Caller,
+        request: CallToolRequestParams,
+    ) -> Result<CallToolResponse, McpError> {
+        let hub = &self.mcp.hub;
+        let name = request.name.as_ref();
+        let args = Value::Object(request.arguments.clone().unwrap_or_default());
+        if !offer.own {
+            return Err(unknown_tool(name));
+        }
+        if let Some(response) = builtin::call(hub, registry, &principal, name, &args) {
+            return Ok(response);
+        }
+        if name == "get_usage" {
+            return Ok(get_usage(hub, &principal, &args).await);
+        }
+        if name == "count_tokens" {
+            return Ok(match tools::count_request(&args) {
+                Err(issue) => tool_failure(ToolError::InvalidArguments(vec![issue])),
+                Ok((request, text)) => {
+                    match crate::route::count_tokens(
+                        &self.mcp.hub,
+                        registry,
+                        &request,
+                        text.as_deref(),
+                    )
+                    .await
+                    {
+                        Ok(counted) => {
+                            let value = serde_json::to_value(&counted).unwrap_or_default();
+                            let mut result = CallToolResult::success(vec![ContentBlock::text(
+                                value.to_string(),
+                            )]);
+                            result.structured_content = Some(value);
+                            result.into()
+                        }
+                        Err(e) => tool_error(e.to_string()),
+                    }
+                }
+            });
+        }
+        let mut args = args;
+        // Over streamable HTTP the session's headers attribute too; arguments win, but a
+        // key's project is the key's.
+        let mut call = tools::Call {
+            caller: Caller::of(&principal, tools::caller_from_args(&mut args, caller)),
+            surface: if name == "chat_completion" {
+                "mcp_chat"
+            } else {
+                "mcp_tool"
+            },
+        };
+        let tool = registry.tools.get(name).cloned();
+        if name == "chat_completion" {
+            let model = args
+                .get("model")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .or_else(|| registry.settings.default_model.clone())
+                .unwrap_or_default();
+            if !principal.allows_model(registry, &model) {
+                return Ok(tool_error(format!(
+                    "key `{}` may not use model `{model}`",
+                    principal.key_name()
+                )));
+            }
+        }
+        if name == "chat_completion" || tool.is_some() {
+            let estimate = || tools::estimate(registry, tool.as_deref(), &args);
+            if let Err(refusal) = hub
+                .admit(registry, &principal, &mut call.caller, estimate)
+                .await
+            {
+                return Ok(refused(&refusal));
+            }
+        }
+        if name == "chat_completion" {
+            let run = tools::chat_completion(&self.mcp.hub, registry, &args, &call);
+            return Ok(match run.await {
+                Ok(out) => tool_success(out, false),
+                Err(e) => tool_failure(e),
+            });
+        }
+        let Some(tool) = tool else {
+            return Err(unknown_tool(name));
+        };
+        if let Err(why) = tool.availability(registry) {
+            return Ok(tool_error(format!("tool `{name}` is not available: {why}")));
+        }
+        let run = tools::run(&self.mcp.hub, registry, &tool, &args, &call);
+        Ok(match run.await {
+            Ok(out) => tool_success(out, tool.output_schema.is_some()),
+            Err(e) => tool_failure(e),
+        })
     }
 
     /// The session a `/mcp/s/<id>` request belongs to (opening its connections if they
@@ -797,117 +943,11 @@ impl ServerHandler for Handler {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
-        let registry = self.mcp.hub.snapshot();
-        let args = Value::Object(request.arguments.clone().unwrap_or_default());
-        let name = request.name.as_ref();
         let parts = context.extensions.get::<http::request::Parts>();
-        let Allowed {
-            offer,
-            principal,
-            mut caller,
-            backend,
-        } = match self.allow(&registry, parts, name).await {
-            Ok(allowed) => allowed,
-            Err(answer) => return answer,
-        };
-        let hub = &self.mcp.hub;
-        if let Some(exposed) = backend {
-            // The key's own limits hold every call that does work (not the cheap built-ins).
-            if let Err(refusal) = hub.admit(&registry, &principal, &mut caller, || 0.0).await {
-                return Ok(refused(&refusal));
-            }
-            let call = offer.view.call_tool(&exposed, request.arguments.clone());
-            let out = self.with_progress(&context, call).await?;
-            drop(caller);
-            return Ok(out.into());
-        }
-        if !offer.own {
-            return Err(unknown_tool(name));
-        }
-        if let Some(response) = builtin::call(hub, &registry, &principal, name, &args) {
-            return Ok(response);
-        }
-        if name == "get_usage" {
-            return Ok(get_usage(hub, &principal, &args).await);
-        }
-        if name == "count_tokens" {
-            return Ok(match tools::count_request(&args) {
-                Err(issue) => tool_failure(ToolError::InvalidArguments(vec![issue])),
-                Ok((request, text)) => {
-                    match crate::route::count_tokens(
-                        &self.mcp.hub,
-                        &registry,
-                        &request,
-                        text.as_deref(),
-                    )
-                    .await
-                    {
-                        Ok(counted) => {
-                            let value = serde_json::to_value(&counted).unwrap_or_default();
-                            let mut result = CallToolResult::success(vec![ContentBlock::text(
-                                value.to_string(),
-                            )]);
-                            result.structured_content = Some(value);
-                            result.into()
-                        }
-                        Err(e) => tool_error(e.to_string()),
-                    }
-                }
-            });
-        }
-        let mut args = args;
-        // Over streamable HTTP the session's headers attribute too; arguments win, but a
-        // key's project is the key's.
-        let mut call = tools::Call {
-            caller: Caller::of(&principal, tools::caller_from_args(&mut args, caller)),
-            surface: if name == "chat_completion" {
-                "mcp_chat"
-            } else {
-                "mcp_tool"
-            },
-        };
-        let tool = registry.tools.get(name).cloned();
-        if name == "chat_completion" {
-            let model = args
-                .get("model")
-                .and_then(Value::as_str)
-                .map(str::to_string)
-                .or_else(|| registry.settings.default_model.clone())
-                .unwrap_or_default();
-            if !principal.allows_model(&registry, &model) {
-                return Ok(tool_error(format!(
-                    "key `{}` may not use model `{model}`",
-                    principal.key_name()
-                )));
-            }
-        }
-        if name == "chat_completion" || tool.is_some() {
-            let estimate = || tools::estimate(&registry, tool.as_deref(), &args);
-            if let Err(refusal) = hub
-                .admit(&registry, &principal, &mut call.caller, estimate)
-                .await
-            {
-                return Ok(refused(&refusal));
-            }
-        }
-        if name == "chat_completion" {
-            let run = tools::chat_completion(&self.mcp.hub, &registry, &args, &call);
-            return Ok(match self.with_progress(&context, run).await? {
-                Ok(out) => tool_success(out, false),
-                Err(e) => tool_failure(e),
-            });
-        }
-        let Some(tool) = tool else {
-            return Err(unknown_tool(name));
-        };
-        if let Err(why) = tool.availability(&registry) {
-            return Ok(tool_error(format!("tool `{name}` is not available: {why}")));
-        }
-        let run = tools::run(&self.mcp.hub, &registry, &tool, &args, &call);
-        Ok(match self.with_progress(&context, run).await? {
-            Ok(out) => tool_success(out, tool.output_schema.is_some()),
-            Err(e) => tool_failure(e),
-        })
+        let answer = self
+            .with_progress(&context, self.call(parts, request))
+            .await??;
+        Ok(answer.into_response())
     }
 
     async fn list_prompts(
