@@ -750,7 +750,28 @@ async fn a_plain_call_is_answered_as_json_from_the_backend_on_the_hubs_own_sessi
         "every call went on the hub's one session with the backend: {sessions:?}"
     );
 
-    // An unknown tool is still rmcp's protocol error.
+    // The same calls answered both ways are the same answers, errors included.
+    for params in [
+        json!({"name": "gh__search", "arguments": {"query": "same"}}),
+        json!({"name": "list_models", "arguments": {}}),
+        json!({"name": "chat_completion", "arguments": {"prompt": 5}}),
+        json!({"name": "gh__nothing", "arguments": {}}),
+    ] {
+        let body = json!({"jsonrpc": "2.0", "id": 50, "method": "tools/call", "params": params});
+        let (short, plain) = raw.call(body.clone()).await;
+        let response = raw
+            .post(&body)
+            .header("origin", "http://localhost:5173")
+            .send()
+            .await
+            .expect("call");
+        let (long, through_rmcp) = read_answer(response).await;
+        assert_eq!(
+            (short.as_str(), long.as_str()),
+            ("application/json", "text/event-stream")
+        );
+        assert_eq!(plain, through_rmcp, "{params}");
+    }
     let (_, answer) = raw
         .call(json!({"jsonrpc": "2.0", "id": 44, "method": "tools/call",
             "params": {"name": "gh__nothing", "arguments": {}}}))

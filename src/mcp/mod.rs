@@ -484,7 +484,11 @@ impl Answer {
     fn into_json(self) -> Vec<u8> {
         match self {
             Answer::Typed(response) => {
-                serde_json::to_vec(&rmcp::model::ServerResult::from(response)).unwrap_or_default()
+                // As rmcp writes it for the sessions this path serves (revisions before
+                // 2026-07-28): without the newer `resultType: complete`.
+                let mut result = rmcp::model::ServerResult::from(response);
+                result.strip_result_type_for_legacy_peer();
+                serde_json::to_vec(&result).unwrap_or_default()
             }
             Answer::Json { result, .. } => result,
         }
