@@ -1,8 +1,8 @@
-//! The short way through `/mcp` for a plain `tools/call` of an aggregated backend tool:
-//! answered here, as JSON, from the backend reached directly, instead of through rmcp's
-//! session worker and client task (each a hand-off between tasks; together four fifths
-//! of an aggregated call's time, bench/README.md "MCP aggregation"). Only a request rmcp
-//! would certainly accept takes it; anything else, or any doubt, goes to rmcp unchanged.
+//! The short way through `/mcp` for a plain `tools/call`: run here by `Handler::call` and
+//! answered as JSON, instead of through rmcp's session worker (a hand-off between tasks,
+//! often threads, each way; most of a call's time, bench/README.md "MCP aggregation").
+//! Only a request rmcp would certainly accept takes it; anything else, or any doubt, goes
+//! to rmcp unchanged.
 
 use std::collections::HashMap;
 use std::future::Future;
