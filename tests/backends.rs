@@ -580,61 +580,25 @@ async fn a_one_shot_stdio_client_sees_backend_tools_in_its_first_list() {
 
 // ---- the short way: a plain `tools/call` answered from the backend directly ----------
 
-/// A client of the hub's `/mcp` speaking raw HTTP, to see how each answer comes.
-struct Raw {
-    url: String,
-    client: reqwest::Client,
-    session: String,
+/// A POST on `mcp`'s session; the response as it came.
+async fn send(mcp: &McpHttp, body: Value) -> reqwest::Response {
+    mcp.builder(&body).send().await.expect("mcp request")
 }
 
-impl Raw {
-    async fn open(server: &Server) -> Raw {
-        let url = format!("{}/mcp", server.url);
-        let init = server
-            .client
-            .post(&url)
-            .header("accept", "application/json, text/event-stream")
-            .json(
-                &json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
-                "protocolVersion": "2025-11-25", "capabilities": {},
-                "clientInfo": {"name": "raw", "version": "1"}}}),
-            )
-            .send()
-            .await
-            .expect("initialize");
-        let session = init.headers()["mcp-session-id"]
-            .to_str()
-            .expect("session id")
-            .to_string();
-        let raw = Raw {
-            url,
-            client: server.client.clone(),
-            session,
-        };
-        let done = raw
-            .send(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
-            .await;
-        assert_eq!(done.status(), 202);
-        raw
-    }
+/// The answer's media type and its JSON-RPC response (the last event of a stream).
+async fn call_raw(mcp: &McpHttp, body: Value) -> (String, Value) {
+    read_answer(send(mcp, body).await).await
+}
 
-    fn post(&self, body: &Value) -> reqwest::RequestBuilder {
-        self.client
-            .post(&self.url)
-            .header("accept", "application/json, text/event-stream")
-            .header("mcp-session-id", &self.session)
-            .header("mcp-protocol-version", "2025-11-25")
-            .json(body)
-    }
-
-    async fn send(&self, body: Value) -> reqwest::Response {
-        self.post(&body).send().await.expect("mcp request")
-    }
-
-    /// The answer's media type and its JSON-RPC response (the last event of a stream).
-    async fn call(&self, body: Value) -> (String, Value) {
-        read_answer(self.send(body).await).await
-    }
+/// The same call as a browser sends it (an `Origin`), which rmcp's session answers.
+async fn call_through_rmcp(mcp: &McpHttp, body: &Value) -> (String, Value) {
+    let response = mcp
+        .builder(body)
+        .header("origin", "http://localhost:5173")
+        .send()
+        .await
+        .expect("call");
+    read_answer(response).await
 }
 
 async fn read_answer(response: reqwest::Response) -> (String, Value) {
@@ -657,9 +621,8 @@ async fn read_answer(response: reqwest::Response) -> (String, Value) {
 }
 
 async fn aggregating(backend: &Backend, extra: &str) -> (Server, ConfigDir) {
-    let (url, _, _h) = start_backend(backend.clone()).await;
-    // The backend task must outlive this function: it stops when the runtime does.
-    std::mem::forget(_h);
+    // Dropping the handle detaches the backend's task: it serves until the test ends.
+    let (url, _, _) = start_backend(backend.clone()).await;
     let cfg = ConfigDir::new(&format!("{HUB}{extra}"));
     cfg.write(
         "providers.d/echo.toml",
@@ -678,14 +641,14 @@ async fn aggregating(backend: &Backend, extra: &str) -> (Server, ConfigDir) {
 async fn a_plain_call_is_answered_as_json_from_the_backend_on_the_hubs_own_session() {
     let gh = Backend::new(vec![tool("search", "Search")]);
     let (server, _cfg) = aggregating(&gh, "").await;
-    let raw = Raw::open(&server).await;
+    let mcp = McpHttp::connect(&server, "").await;
 
-    let (kind, answer) = raw
-        .call(
-            json!({"jsonrpc": "2.0", "id": "call-α", "method": "tools/call",
+    let (kind, answer) = call_raw(
+        &mcp,
+        json!({"jsonrpc": "2.0", "id": "call-α", "method": "tools/call",
             "params": {"name": "gh__search", "arguments": {"query": "panic"}}}),
-        )
-        .await;
+    )
+    .await;
     assert_eq!(kind, "application/json", "{answer}");
     assert_eq!(answer["id"], "call-α", "the client's id comes back");
     assert_eq!(answer["result"]["isError"], false);
@@ -694,10 +657,12 @@ async fn a_plain_call_is_answered_as_json_from_the_backend_on_the_hubs_own_sessi
         json!({"tool": "search", "args": {"query": "panic"}}),
         "the backend's result, unchanged"
     );
-    let (kind, answer) = raw
-        .call(json!({"jsonrpc": "2.0", "id": 41, "method": "tools/call",
-            "params": {"name": "gh__search", "_meta": {"progressToken": "p"}}}))
-        .await;
+    let (kind, answer) = call_raw(
+        &mcp,
+        json!({"jsonrpc": "2.0", "id": 41, "method": "tools/call",
+            "params": {"name": "gh__search", "_meta": {"progressToken": "p"}}}),
+    )
+    .await;
     assert_eq!(kind, "application/json", "{answer}");
     assert_eq!(answer["id"], 41);
     assert_eq!(answer["result"]["structuredContent"]["args"], json!({}));
@@ -705,13 +670,7 @@ async fn a_plain_call_is_answered_as_json_from_the_backend_on_the_hubs_own_sessi
     // A browser's request (an Origin) is rmcp's to vet: same answer, as its stream.
     let mut with_origin = json!({"jsonrpc": "2.0", "id": 42, "method": "tools/call",
         "params": {"name": "gh__search", "arguments": {"query": "origin"}}});
-    let response = raw
-        .post(&with_origin)
-        .header("origin", "http://localhost:5173")
-        .send()
-        .await
-        .expect("call");
-    let (kind, answer) = read_answer(response).await;
+    let (kind, answer) = call_through_rmcp(&mcp, &with_origin).await;
     assert_eq!(kind, "text/event-stream");
     assert_eq!(answer["id"], 42);
     assert_eq!(
@@ -720,8 +679,8 @@ async fn a_plain_call_is_answered_as_json_from_the_backend_on_the_hubs_own_sessi
     );
     // So is a host that is not allowed: refused the same way on both paths.
     with_origin["id"] = json!(43);
-    let refused = raw
-        .post(&with_origin)
+    let refused = mcp
+        .builder(&with_origin)
         .header("host", "evil.example")
         .send()
         .await
@@ -758,24 +717,20 @@ async fn a_plain_call_is_answered_as_json_from_the_backend_on_the_hubs_own_sessi
         json!({"name": "gh__nothing", "arguments": {}}),
     ] {
         let body = json!({"jsonrpc": "2.0", "id": 50, "method": "tools/call", "params": params});
-        let (short, plain) = raw.call(body.clone()).await;
-        let response = raw
-            .post(&body)
-            .header("origin", "http://localhost:5173")
-            .send()
-            .await
-            .expect("call");
-        let (long, through_rmcp) = read_answer(response).await;
+        let (short, plain) = call_raw(&mcp, body.clone()).await;
+        let (long, through_rmcp) = call_through_rmcp(&mcp, &body).await;
         assert_eq!(
             (short.as_str(), long.as_str()),
             ("application/json", "text/event-stream")
         );
         assert_eq!(plain, through_rmcp, "{params}");
     }
-    let (_, answer) = raw
-        .call(json!({"jsonrpc": "2.0", "id": 44, "method": "tools/call",
-            "params": {"name": "gh__nothing", "arguments": {}}}))
-        .await;
+    let (_, answer) = call_raw(
+        &mcp,
+        json!({"jsonrpc": "2.0", "id": 44, "method": "tools/call",
+            "params": {"name": "gh__nothing", "arguments": {}}}),
+    )
+    .await;
     assert_eq!(answer["error"]["code"], -32602, "{answer}");
 }
 
@@ -783,13 +738,15 @@ async fn a_plain_call_is_answered_as_json_from_the_backend_on_the_hubs_own_sessi
 async fn a_long_call_streams_progress_and_a_cancelled_one_stops() {
     let gh = Backend::new(vec![tool("gated", "Waits"), tool("slow", "Never answers")]);
     let (server, _cfg) = aggregating(&gh, "[mcp]\nprogress_interval_s = 0.05\n").await;
-    let raw = Raw::open(&server).await;
+    let mcp = McpHttp::connect(&server, "").await;
 
     // Still running at its first tick: progress notifications, then the answer, as SSE.
-    let response = raw
-        .send(json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call",
-            "params": {"name": "gh__gated", "arguments": {}, "_meta": {"progressToken": "tok"}}}))
-        .await;
+    let response = send(
+        &mcp,
+        json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call",
+            "params": {"name": "gh__gated", "arguments": {}, "_meta": {"progressToken": "tok"}}}),
+    )
+    .await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], "text/event-stream");
     let mut body = response.bytes_stream();
@@ -817,17 +774,20 @@ async fn a_long_call_streams_progress_and_a_cancelled_one_stops() {
     // backend's 30 s timeout.
     // The gated call's arrival left a wake-up stored: take it first.
     gh.called.notified().await;
-    let call = raw.send(json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call",
-        "params": {"name": "gh__slow", "arguments": {}}}));
+    let call = send(
+        &mcp,
+        json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call",
+        "params": {"name": "gh__slow", "arguments": {}}}),
+    );
     let arrived = gh.called.notified();
     let (answer, ()) = tokio::join!(call, async {
         arrived.await;
-        let cancel = raw
-            .send(
-                json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+        let cancel = send(
+            &mcp,
+            json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
                 "params": {"requestId": 9, "reason": "the user pressed Esc"}}),
-            )
-            .await;
+        )
+        .await;
         assert_eq!(cancel.status(), 202);
     });
     let (kind, answer) = read_answer(answer).await;
@@ -934,12 +894,14 @@ async fn backends_answering_json_failing_or_pinging_are_served_on_the_short_way(
     );
     let server = Server::start(&cfg).await;
     until_health(&server, "connected", |h| status(h, "wire") == "connected").await;
-    let raw = Raw::open(&server).await;
+    let mcp = McpHttp::connect(&server, "").await;
 
-    let (kind, answer) = raw
-        .call(json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
-            "params": {"name": "wire__quota", "arguments": {}}}))
-        .await;
+    let (kind, answer) = call_raw(
+        &mcp,
+        json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+            "params": {"name": "wire__quota", "arguments": {}}}),
+    )
+    .await;
     assert_eq!(kind, "application/json");
     assert_eq!(answer["result"]["isError"], true, "{answer}");
     let said = answer["result"]["content"][0]["text"]
@@ -950,10 +912,12 @@ async fn backends_answering_json_failing_or_pinging_are_served_on_the_short_way(
         "{said}"
     );
 
-    let (_, answer) = raw
-        .call(json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
-            "params": {"name": "wire__pinged", "arguments": {}}}))
-        .await;
+    let (_, answer) = call_raw(
+        &mcp,
+        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+            "params": {"name": "wire__pinged", "arguments": {}}}),
+    )
+    .await;
     assert_eq!(answer["id"], 2);
     assert_eq!(
         answer["result"]["content"][0]["text"], "pong seen",

@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header, request::Parts};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, HeaderValue, header, request::Parts};
+use axum::response::Response;
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::StreamExt;
 use serde::Deserialize;
@@ -135,20 +135,7 @@ fn response_text(id: &RawValue, outcome: Outcome) -> Bytes {
 }
 
 fn json_answer(id: &RawValue, outcome: Outcome) -> Response {
-    let mut response = (StatusCode::OK, response_text(id, outcome)).into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
-}
-
-fn sse_event(data: &[u8]) -> Bytes {
-    let mut event = BytesMut::with_capacity(data.len() + 8);
-    event.put_slice(b"data: ");
-    event.put_slice(data);
-    event.put_slice(b"\n\n");
-    event.freeze()
+    super::json_response(response_text(id, outcome))
 }
 
 /// A call still running at its first progress tick: a stream of progress notifications,
@@ -169,7 +156,7 @@ fn progress_stream(
             "method": "notifications/progress",
             "params": {"progressToken": &*token, "progress": n, "message": crate::mcp::progress_message(started)},
         });
-        sse_event(note.to_string().as_bytes())
+        super::event(note.to_string().as_bytes())
     };
     let first = progress(1);
     let rest = futures_util::stream::unfold(
@@ -181,10 +168,10 @@ fn progress_stream(
                 let mut work = work?;
                 tokio::select! {
                     result = &mut work => {
-                        Some((sse_event(&response_text(&id, result)), (None, n, stop, running)))
+                        Some((super::event(&response_text(&id, result)), (None, n, stop, running)))
                     }
                     () = stop.cancelled() => {
-                        Some((sse_event(&response_text(&id, cancelled())), (None, n, stop, running)))
+                        Some((super::event(&response_text(&id, cancelled())), (None, n, stop, running)))
                     }
                     () = tokio::time::sleep(interval) => {
                         Some((progress(n + 1), (Some(work), n + 1, stop, running)))
@@ -196,14 +183,7 @@ fn progress_stream(
     let events = futures_util::stream::once(async move { first })
         .chain(rest)
         .map(Ok::<Bytes, std::convert::Infallible>);
-    let mut response = (StatusCode::OK, Body::from_stream(events)).into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    response
+    super::event_stream(Body::from_stream(events))
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -296,9 +276,10 @@ impl Shortcut {
             key,
         };
         let mut work: Work = Box::pin(work);
+        let interval = self.handler.progress_interval();
         let first_tick = async {
             match &call.progress {
-                Some(_) => tokio::time::sleep(self.handler.progress_interval()).await,
+                Some(_) => tokio::time::sleep(interval).await,
                 None => std::future::pending().await,
             }
         };
@@ -311,7 +292,7 @@ impl Shortcut {
                 call.id,
                 call.progress,
                 started,
-                self.handler.progress_interval(),
+                interval,
                 work,
                 stop,
                 running,

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -185,14 +185,14 @@ pub async fn create(State(hub): State<Arc<Hub>>, request: Request) -> Response {
                     record.usage = anthropic_usage(&b).unwrap_or_default();
                     record.latency = started.elapsed();
                     hub.record(&registry, record);
-                    json_response(b)
+                    super::json_response(b)
                 }
                 MessagesReply::Completion(c) => {
                     let value: Value = serde_json::from_slice(&c.body).unwrap_or(Value::Null);
                     record.usage = Usage::of_completion(&c.body).unwrap_or_default();
                     record.latency = started.elapsed();
                     hub.record(&registry, record);
-                    json_response(Bytes::from(
+                    super::json_response(Bytes::from(
                         wire::from_completion(&value, &stops, &requested).to_string(),
                     ))
                 }
@@ -227,27 +227,10 @@ impl TapHeaders for Response {
     }
 }
 
-fn json_response(body: Bytes) -> Response {
-    let mut response = Response::new(Body::from(body));
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
-}
-
 fn sse(events: impl futures_util::Stream<Item = Bytes> + Send + 'static) -> Response {
-    let mut response = Response::new(Body::from_stream(
+    super::event_stream(Body::from_stream(
         events.map(Ok::<Bytes, std::convert::Infallible>),
-    ));
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    response
+    ))
 }
 
 /// Usage of a native reply: Anthropic's counts in the canonical shape.

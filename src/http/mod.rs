@@ -291,11 +291,7 @@ async fn answer_chat(
             Ok(answer) => {
                 tracing::debug!(provider = %answer.target.provider, model = %answer.target.model, elapsed_us = started.elapsed().as_micros() as u64, "answered");
                 usage::record_answer(hub, registry, caller, requested, &answer, started);
-                let mut response = Response::new(Body::from(answer.value.body));
-                response.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json"),
-                );
+                let mut response = json_response(answer.value.body);
                 name_answerer(
                     response.headers_mut(),
                     &answer.target.provider,
@@ -410,7 +406,25 @@ fn sse_response(answer: Answer<ChunkStream>, meter: usage::Meter) -> Response {
             Some((Ok(out.freeze()), relay))
         }
     });
-    let mut response = Response::new(Body::from_stream(events));
+    let mut response = event_stream(Body::from_stream(events));
+    let headers = response.headers_mut();
+    name_answerer(headers, &answer.target.provider, &answer.target.model);
+    response
+}
+
+/// A response carrying JSON text as it is.
+fn json_response(body: impl Into<Bytes>) -> Response {
+    let mut response = Response::new(Body::from(body.into()));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// A response streaming server-sent events, which proxies must pass on as they come.
+fn event_stream(body: Body) -> Response {
+    let mut response = Response::new(body);
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
@@ -418,7 +432,6 @@ fn sse_response(answer: Answer<ChunkStream>, meter: usage::Meter) -> Response {
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    name_answerer(headers, &answer.target.provider, &answer.target.model);
     response
 }
 

@@ -401,7 +401,7 @@ impl View {
         &self,
         http: &upstream::Client,
         exposed: &Exposed<Tool>,
-        arguments: Option<&RawValue>,
+        arguments: Option<&serde_json::Map<String, Value>>,
     ) -> Result<Vec<u8>, NotSent> {
         let state = self
             .0
@@ -428,23 +428,26 @@ impl View {
             auth,
         };
         let id = format!("llmhub-{}", CALLS.fetch_add(1, Ordering::Relaxed));
-        let body = serde_json::to_vec(&json!({
-            "jsonrpc": "2.0",
-            "id": id,
-            "method": "tools/call",
-            "params": DirectParams { name: &exposed.original, arguments },
-        }))
+        let body = serde_json::to_vec(&DirectCall {
+            jsonrpc: "2.0",
+            id: &id,
+            method: "tools/call",
+            params: DirectParams {
+                name: &exposed.original,
+                arguments,
+            },
+        })
         .map_err(|_| NotSent)?;
         let request = on.post(http, body);
         let backend = exposed.backend.as_str();
         let exchange = async {
-            let response = request.send().await.map_err(|e| Failed(e.to_string()))?;
+            let response = request.send().await.map_err(Failed::because)?;
             let status = response.status();
             if status.is_client_error() {
-                return Err(Failed::not_sent());
+                return Err(Failed::Unseen);
             }
             if !status.is_success() {
-                return Err(Failed(format!("HTTP {status}")));
+                return Err(Failed::Because(format!("HTTP {status}")));
             }
             let is_json = response
                 .headers()
@@ -452,33 +455,34 @@ impl View {
                 .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
             let want = serde_json::to_string(&id).unwrap_or_default();
             if is_json {
-                let bytes = response.bytes().await.map_err(|e| Failed(e.to_string()))?;
-                let text = std::str::from_utf8(&bytes)
-                    .map_err(|_| Failed("the answer is not UTF-8".to_string()))?;
-                return answer(text, &want).ok_or_else(|| {
-                    Failed("the answer is not the call's JSON-RPC response".to_string())
-                })?;
+                let bytes = response.bytes().await.map_err(Failed::because)?;
+                return serde_json::from_slice::<Message<'_>>(&bytes)
+                    .ok()
+                    .and_then(|m| m.answer(&want))
+                    .unwrap_or_else(|| {
+                        Err(Failed::because(
+                            "the answer is not the call's JSON-RPC response",
+                        ))
+                    });
             }
             let mut events = crate::adapters::sse::Events::new(response.bytes_stream());
             while let Some(event) = events.next().await {
-                let event = event.map_err(|e| Failed(e.to_string()))?;
-                if event.data.is_empty() {
+                let event = event.map_err(Failed::because)?;
+                let Ok(message) = serde_json::from_str::<Message<'_>>(&event.data) else {
                     continue;
-                }
-                if let Some(out) = answer(&event.data, &want) {
+                };
+                if let Some(out) = message.answer(&want) {
                     finish(events);
                     return out;
                 }
-                reply_to_backend(http, &on, &event.data).await;
+                reply_to_backend(http, &on, message).await;
             }
-            Err(Failed(
-                "the answer stream ended before the result".to_string(),
-            ))
+            Err(Failed::because("the answer stream ended before the result"))
         };
         let failed = match tokio::time::timeout(timeout, exchange).await {
             Ok(Ok(result)) => return Ok(result),
-            Ok(Err(Failed(why))) if why.is_empty() => return Err(NotSent),
-            Ok(Err(Failed(why))) => format!("backend {backend} failed the call: {why}"),
+            Ok(Err(Failed::Unseen)) => return Err(NotSent),
+            Ok(Err(Failed::Because(why))) => format!("backend {backend} failed the call: {why}"),
             Err(_) => format!(
                 "backend {backend} did not answer `{}` within {}s (timeout_s)",
                 exposed.original,
@@ -556,12 +560,16 @@ impl View {
 #[derive(Debug)]
 pub struct NotSent;
 
-/// Why a direct call failed; empty when the backend refused it unseen.
-struct Failed(String);
+/// Why a direct call failed.
+enum Failed {
+    /// The backend refused the request before acting on it (a 4xx).
+    Unseen,
+    Because(String),
+}
 
 impl Failed {
-    fn not_sent() -> Failed {
-        Failed(String::new())
+    fn because(why: impl std::fmt::Display) -> Failed {
+        Failed::Because(why.to_string())
     }
 }
 
@@ -570,10 +578,18 @@ impl Failed {
 static CALLS: AtomicU64 = AtomicU64::new(0);
 
 #[derive(serde::Serialize)]
+struct DirectCall<'a> {
+    jsonrpc: &'static str,
+    id: &'a str,
+    method: &'static str,
+    params: DirectParams<'a>,
+}
+
+#[derive(serde::Serialize)]
 struct DirectParams<'a> {
     name: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    arguments: Option<&'a RawValue>,
+    arguments: Option<&'a serde_json::Map<String, Value>>,
 }
 
 /// A message from the backend, as far as a direct call reads it.
@@ -587,18 +603,21 @@ struct Message<'a> {
     error: Option<rmcp::ErrorData>,
 }
 
-/// The call's outcome if `text` is its response (`want` is its id as JSON): the result
-/// object's text, or the backend's JSON-RPC error as the model sees it from rmcp.
-fn answer(text: &str, want: &str) -> Option<Result<Vec<u8>, Failed>> {
-    let message: Message<'_> = serde_json::from_str(text).ok()?;
-    if message.method.is_some() || message.id.map(RawValue::get) != Some(want) {
-        return None;
+impl Message<'_> {
+    /// The call's outcome if this is its response (`want` is its id as JSON): the result
+    /// object's text, or the backend's JSON-RPC error as the model sees it from rmcp.
+    fn answer(&self, want: &str) -> Option<Result<Vec<u8>, Failed>> {
+        if self.method.is_some() || self.id.map(RawValue::get) != Some(want) {
+            return None;
+        }
+        Some(match (self.result, &self.error) {
+            (Some(result), _) if result.get().starts_with('{') => {
+                Ok(result.get().as_bytes().to_vec())
+            }
+            (_, Some(error)) => Err(Failed::because(rmcp::ServiceError::McpError(error.clone()))),
+            _ => Err(Failed::because("the answer holds no tool result")),
+        })
     }
-    Some(match (message.result, message.error) {
-        (Some(result), _) if result.get().starts_with('{') => Ok(result.get().as_bytes().to_vec()),
-        (_, Some(error)) => Err(Failed(rmcp::ServiceError::McpError(error).to_string())),
-        _ => Err(Failed("the answer holds no tool result".to_string())),
-    })
 }
 
 /// Reads what is left of a call's stream (its end follows the answer), so its connection
@@ -627,10 +646,7 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(30);
 
 /// A request the backend sends on a direct call's stream gets an answer, as rmcp's client
 /// would give it: llmhub declares no client capabilities, so only `ping` is served.
-async fn reply_to_backend(http: &upstream::Client, on: &OnSession<'_>, text: &str) {
-    let Ok(message) = serde_json::from_str::<Message<'_>>(text) else {
-        return;
-    };
+async fn reply_to_backend(http: &upstream::Client, on: &OnSession<'_>, message: Message<'_>) {
     let (Some(id), Some(method)) = (message.id, message.method) else {
         return;
     };

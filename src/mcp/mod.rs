@@ -512,10 +512,7 @@ async fn call_backend(
     exposed: &Exposed<Tool>,
     arguments: Option<Map<String, Value>>,
 ) -> Vec<u8> {
-    let raw = arguments
-        .as_ref()
-        .and_then(|a| serde_json::value::to_raw_value(a).ok());
-    match view.call_direct(http, exposed, raw.as_deref()).await {
+    match view.call_direct(http, exposed, arguments.as_ref()).await {
         Ok(result) => result,
         Err(backends::NotSent) => {
             serde_json::to_vec(&view.call_tool(exposed, arguments).await).unwrap_or_default()
@@ -902,16 +899,15 @@ impl ServerHandler for Handler {
 
     async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
         let registry = self.mcp.hub.snapshot();
-        let mut peers =
-            match self.session(context.extensions.get::<http::request::Parts>(), &registry) {
-                Ok(Some(session)) => {
-                    let mut peers = lock(&session.peers);
-                    peers.retain(|p| !p.is_transport_closed());
-                    peers.push(context.peer.clone());
-                    return;
-                }
-                _ => self.mcp.peers(),
-            };
+        let mut peers = match self.session(parts(&context.extensions), &registry) {
+            Ok(Some(session)) => {
+                let mut peers = lock(&session.peers);
+                peers.retain(|p| !p.is_transport_closed());
+                peers.push(context.peer.clone());
+                return;
+            }
+            _ => self.mcp.peers(),
+        };
         peers.retain(|p| !p.is_transport_closed());
         peers.push(context.peer.clone());
     }
@@ -932,13 +928,13 @@ impl ServerHandler for Handler {
         context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
         let registry = self.mcp.hub.snapshot();
-        let session = self.session(context.extensions.get::<http::request::Parts>(), &registry)?;
+        let session = self.session(parts(&context.extensions), &registry)?;
         self.first_connects(session.as_deref()).await;
         let offer = self.offer(&registry, session.as_deref())?;
         Ok(ListToolsResult::with_all_items(self.mcp.tools(
             &registry,
             &offer,
-            &principal(context.extensions.get::<http::request::Parts>()),
+            &principal(parts(&context.extensions)),
         )))
     }
 
@@ -947,7 +943,7 @@ impl ServerHandler for Handler {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
-        let parts = context.extensions.get::<http::request::Parts>();
+        let parts = parts(&context.extensions);
         let answer = self
             .with_progress(&context, self.call(parts, request))
             .await??;
@@ -960,9 +956,9 @@ impl ServerHandler for Handler {
         context: RequestContext<RoleServer>,
     ) -> Result<ListPromptsResult, McpError> {
         let registry = self.mcp.hub.snapshot();
-        let session = self.session(context.extensions.get::<http::request::Parts>(), &registry)?;
+        let session = self.session(parts(&context.extensions), &registry)?;
         let offer = self.offer(&registry, session.as_deref())?;
-        let principal = principal(context.extensions.get::<http::request::Parts>());
+        let principal = principal(parts(&context.extensions));
         let mut prompts = self.mcp.prompts(&registry, &offer);
         prompts.retain(|p| principal.allows_tool(&p.name));
         Ok(ListPromptsResult::with_all_items(prompts))
@@ -976,12 +972,11 @@ impl ServerHandler for Handler {
         let registry = self.mcp.hub.snapshot();
         let unknown =
             || McpError::invalid_params(format!("unknown prompt `{}`", request.name), None);
-        let session = self.session(context.extensions.get::<http::request::Parts>(), &registry)?;
+        let session = self.session(parts(&context.extensions), &registry)?;
         let offer = self.offer(&registry, session.as_deref())?;
         // A key's tool globs cover the prompts of the same names.
         if !offer.allows(&registry, &request.name)
-            || !principal(context.extensions.get::<http::request::Parts>())
-                .allows_tool(&request.name)
+            || !principal(parts(&context.extensions)).allows_tool(&request.name)
         {
             return Err(unknown());
         }
@@ -1074,6 +1069,11 @@ fn coerce_prompt_arguments(schema: &Map<String, Value>, args: Map<String, Value>
 
 /// Who the HTTP request carrying this MCP message comes from; a stdio client is local,
 /// so it is an admin.
+/// The HTTP request an MCP message came in (none over stdio).
+fn parts(extensions: &rmcp::model::Extensions) -> Option<&http::request::Parts> {
+    extensions.get::<http::request::Parts>()
+}
+
 fn principal(parts: Option<&http::request::Parts>) -> Principal {
     parts.map_or(Principal::Admin, |p| {
         p.extensions

@@ -423,12 +423,13 @@ impl McpHttp {
         mcp
     }
 
-    async fn post(&mut self, body: Value) -> (u16, Value) {
+    /// A POST of `body` on this session, as a client sends it; the caller may add to it.
+    pub fn builder(&self, body: &Value) -> reqwest::RequestBuilder {
         let mut req = self
             .client
             .post(&self.url)
             .header("accept", "application/json, text/event-stream")
-            .json(&body);
+            .json(body);
         if !self.key.is_empty() {
             req = req.bearer_auth(&self.key);
         }
@@ -437,7 +438,11 @@ impl McpHttp {
                 .header("mcp-session-id", s)
                 .header("mcp-protocol-version", "2025-11-25");
         }
-        let response = req.send().await.expect("mcp request");
+        req
+    }
+
+    async fn post(&mut self, body: Value) -> (u16, Value) {
+        let response = self.builder(&body).send().await.expect("mcp request");
         if let Some(s) = response.headers().get("mcp-session-id") {
             self.session = Some(s.to_str().expect("session id").to_string());
         }
