@@ -102,10 +102,45 @@ impl Message {
     }
 }
 
-/// A non-streaming reply: the chat.completion JSON as the client will receive it.
+/// A non-streaming reply: the chat.completion JSON as the client will receive it, and
+/// its `usage`, read once where the body was made or received.
 #[derive(Debug, Clone)]
 pub struct Completion {
     pub body: Bytes,
+    pub usage: Usage,
+}
+
+impl Completion {
+    /// A reply an adapter wrote in OpenAI's shape.
+    pub fn of_value(reply: &Value) -> Completion {
+        Completion {
+            body: Bytes::from(reply.to_string()),
+            usage: reply
+                .get("usage")
+                .and_then(Usage::from_openai)
+                .unwrap_or_default(),
+        }
+    }
+
+    /// An upstream's `chat.completion` passed on byte for byte: one pass checks that it is
+    /// one (a 200 carrying a proxy's HTML page must fall back, not reach the client) and
+    /// finds its usage, without building the rest.
+    pub fn passed_through(body: Bytes) -> Result<Completion, serde_json::Error> {
+        #[derive(Deserialize)]
+        struct Shape<'a> {
+            #[allow(dead_code)]
+            choices: serde::de::IgnoredAny,
+            #[serde(default, borrow)]
+            usage: Option<&'a serde_json::value::RawValue>,
+        }
+        // serde reads a struct from an array too; a completion is an object.
+        if body.trim_ascii_start().first() != Some(&b'{') {
+            return Err(serde::de::Error::custom("the body is not a JSON object"));
+        }
+        let shape: Shape<'_> = serde_json::from_slice(&body)?;
+        let usage = shape.usage.and_then(Usage::of_raw).unwrap_or_default();
+        Ok(Completion { body, usage })
+    }
 }
 
 /// The JSON text of each `chat.completion.chunk`, in order; `[DONE]` is not included.
@@ -404,28 +439,62 @@ pub struct Usage {
 
 impl Usage {
     pub fn from_openai(usage: &Value) -> Option<Usage> {
-        let n = |path: &str| usage.pointer(path).and_then(Value::as_u64).unwrap_or(0);
         if !usage.is_object() {
             return None;
         }
+        let n = |key: &str| usage.get(key).and_then(Value::as_u64).unwrap_or(0);
+        let detail = |object: &str, key: &str| {
+            usage
+                .get(object)
+                .and_then(|d| d.get(key))
+                .and_then(Value::as_u64)
+                .unwrap_or(0)
+        };
         Some(Usage {
-            input: n("/prompt_tokens"),
-            cached: n("/prompt_tokens_details/cached_tokens"),
-            cache_write: n("/prompt_tokens_details/cache_creation_tokens"),
-            output: n("/completion_tokens"),
-            reasoning: n("/completion_tokens_details/reasoning_tokens"),
+            input: n("prompt_tokens"),
+            cached: detail("prompt_tokens_details", "cached_tokens"),
+            cache_write: detail("prompt_tokens_details", "cache_creation_tokens"),
+            output: n("completion_tokens"),
+            reasoning: detail("completion_tokens_details", "reasoning_tokens"),
         })
     }
 
-    /// The `usage` of a whole `chat.completion` body, read without building the rest.
-    pub fn of_completion(body: &[u8]) -> Option<Usage> {
+    /// A `usage` object as JSON text: read into counts directly when it has the usual
+    /// shape (no tree of values on every answer), as `from_openai` reads it otherwise.
+    pub fn of_raw(raw: &serde_json::value::RawValue) -> Option<Usage> {
         #[derive(Deserialize)]
-        struct Only {
-            #[serde(default)]
-            usage: Option<Value>,
+        struct Wire {
+            prompt_tokens: Option<u64>,
+            completion_tokens: Option<u64>,
+            prompt_tokens_details: Option<Prompt>,
+            completion_tokens_details: Option<Completion>,
         }
-        let only: Only = serde_json::from_slice(body).ok()?;
-        Usage::from_openai(only.usage.as_ref()?)
+        #[derive(Deserialize)]
+        struct Prompt {
+            cached_tokens: Option<u64>,
+            cache_creation_tokens: Option<u64>,
+        }
+        #[derive(Deserialize)]
+        struct Completion {
+            reasoning_tokens: Option<u64>,
+        }
+        match serde_json::from_str::<Wire>(raw.get()) {
+            Ok(w) => {
+                let prompt = w.prompt_tokens_details.as_ref();
+                Some(Usage {
+                    input: w.prompt_tokens.unwrap_or(0),
+                    cached: prompt.and_then(|p| p.cached_tokens).unwrap_or(0),
+                    cache_write: prompt.and_then(|p| p.cache_creation_tokens).unwrap_or(0),
+                    output: w.completion_tokens.unwrap_or(0),
+                    reasoning: w
+                        .completion_tokens_details
+                        .and_then(|c| c.reasoning_tokens)
+                        .unwrap_or(0),
+                })
+            }
+            // Counts written as floats, strings or other oddities: read what can be read.
+            Err(_) => Usage::from_openai(&serde_json::from_str(raw.get()).ok()?),
+        }
     }
 }
 
@@ -694,6 +763,58 @@ mod tests {
 
     fn request(json: Value) -> ChatRequest {
         serde_json::from_value(json).expect("request")
+    }
+
+    #[test]
+    fn a_passed_through_reply_keeps_its_bytes_and_yields_its_usage() {
+        let body = r#"{"choices":[],"usage":{"prompt_tokens":12,"completion_tokens":5,"prompt_tokens_details":{"cached_tokens":4,"cache_creation_tokens":2},"completion_tokens_details":{"reasoning_tokens":3,"audio_tokens":0},"total_tokens":17}}"#;
+        let c = Completion::passed_through(Bytes::from(body)).expect("a completion");
+        assert_eq!(c.body, body.as_bytes());
+        let expected = Usage {
+            input: 12,
+            cached: 4,
+            cache_write: 2,
+            output: 5,
+            reasoning: 3,
+        };
+        assert_eq!(c.usage, expected);
+        // The same counts whichever way the object is read.
+        let value: Value = serde_json::from_str(body).expect("json");
+        assert_eq!(Usage::from_openai(&value["usage"]), Some(expected));
+    }
+
+    #[test]
+    fn odd_usage_objects_are_read_as_far_as_they_can_be() {
+        let usage = |text: &str| {
+            let body = format!(r#"{{"choices":[{{}}],"usage":{text}}}"#);
+            Completion::passed_through(Bytes::from(body))
+                .expect("a completion")
+                .usage
+        };
+        // A float count, null details and details that are not objects lose only what they garble.
+        let odd = usage(
+            r#"{"prompt_tokens":7.0,"completion_tokens":2,"prompt_tokens_details":"n/a","completion_tokens_details":null}"#,
+        );
+        assert_eq!((odd.input, odd.output, odd.cached), (0, 2, 0));
+        assert_eq!(usage("null"), Usage::default());
+        assert_eq!(usage(r#""lots""#), Usage::default());
+        let none =
+            Completion::passed_through(Bytes::from(r#"{"choices":[]}"#)).expect("completion");
+        assert_eq!(none.usage, Usage::default());
+    }
+
+    #[test]
+    fn a_body_without_choices_is_not_a_completion() {
+        for body in [
+            "<html>bad gateway</html>",
+            r#"{"error":{"message":"x"}}"#,
+            r#"[1]"#,
+        ] {
+            assert!(
+                Completion::passed_through(Bytes::from(body)).is_err(),
+                "{body}"
+            );
+        }
     }
 
     #[test]

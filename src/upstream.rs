@@ -275,43 +275,35 @@ impl Request {
     }
 }
 
-/// Where a plain-HTTP URL's connections go.
-struct Target {
-    /// `host:port`, the pool's key and the `Host` header.
-    authority: String,
-    host: url::Host<String>,
+/// Where a plain-HTTP URL's connections go, read in place from the URL.
+struct Target<'a> {
+    /// `host:port` as the URL has it, the pool's key and the `Host` header.
+    authority: &'a str,
+    host: url::Host<&'a str>,
     port: u16,
-    path: String,
+    /// Path and query.
+    path: &'a str,
 }
 
-impl Target {
+impl Target<'_> {
     /// None for what reqwest handles: TLS, and user:password URLs (basic auth).
-    fn of(url: &Url) -> Option<Target> {
+    fn of(url: &Url) -> Option<Target<'_>> {
+        use url::Position;
         if url.scheme() != "http" || !url.username().is_empty() || url.password().is_some() {
             return None;
         }
-        let host = url.host()?.to_owned();
-        let port = url.port_or_known_default()?;
-        let authority = match url.port() {
-            Some(port) => format!("{host}:{port}"),
-            None => host.to_string(),
-        };
-        let path = match url.query() {
-            Some(query) => format!("{}?{query}", url.path()),
-            None => url.path().to_string(),
-        };
         Some(Target {
-            authority,
-            host,
-            port,
-            path,
+            authority: &url[Position::BeforeHost..Position::AfterPort],
+            host: url.host()?,
+            port: url.port_or_known_default()?,
+            path: &url[Position::BeforePath..Position::AfterQuery],
         })
     }
 
     async fn connect(&self) -> Result<(http1::SendRequest<Full<Bytes>>, Connection), Error> {
         let connect = async {
             match &self.host {
-                url::Host::Domain(name) => TcpStream::connect((name.as_str(), self.port)).await,
+                url::Host::Domain(name) => TcpStream::connect((*name, self.port)).await,
                 url::Host::Ipv4(ip) => TcpStream::connect((*ip, self.port)).await,
                 url::Host::Ipv6(ip) => TcpStream::connect((*ip, self.port)).await,
             }
@@ -336,11 +328,11 @@ impl Target {
 
 async fn send_direct(
     pool: &Arc<Pool>,
-    target: &Target,
+    target: &Target<'_>,
     mut headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, Error> {
-    let host = HeaderValue::try_from(target.authority.as_str())
+    let host = HeaderValue::try_from(target.authority)
         .map_err(|_| Error::Request("the URL's host cannot be sent in a Host header".into()))?;
     headers.insert(HOST, host);
     headers.insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_TEXT));
@@ -348,12 +340,12 @@ async fn send_direct(
         .entry(ACCEPT)
         .or_insert(HeaderValue::from_static("*/*"));
     headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
-    let mut request = http::Request::post(target.path.as_str())
+    let mut request = http::Request::post(target.path)
         .body(Full::new(body))
         .map_err(|e| Error::Request(e.to_string()))?;
     *request.headers_mut() = headers;
     loop {
-        let (mut sender, mut connection, reused) = match pool.take(&target.authority) {
+        let (mut sender, mut connection, reused) = match pool.take(target.authority) {
             Some(idle) => (idle.sender, idle.connection, true),
             None => {
                 let (sender, connection) = target.connect().await?;
@@ -392,7 +384,7 @@ async fn send_direct(
                 let (parts, incoming) = response.into_parts();
                 let live = open.then(|| Live {
                     pool: pool.clone(),
-                    authority: target.authority.clone(),
+                    authority: target.authority.to_string(),
                     sender,
                     connection,
                 });

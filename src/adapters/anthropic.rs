@@ -25,9 +25,7 @@ pub async fn chat(call: Call<'_>) -> Result<Completion, ProviderError> {
     let json_mode = request.response_format()? != ResponseFormat::Text;
     let reply = wire::json(response, call.provider.timeout).await?;
     let openai = from_wire(&reply, super::unix_now(), json_mode)?;
-    Ok(Completion {
-        body: Bytes::from(openai.to_string()),
-    })
+    Ok(Completion::of_value(&openai))
 }
 
 pub async fn chat_stream(call: Call<'_>) -> Result<ChunkStream, ProviderError> {

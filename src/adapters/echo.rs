@@ -88,9 +88,7 @@ pub fn chat(call: Call<'_>) -> Result<Completion, ProviderError> {
         }],
         "usage": usage(&r),
     });
-    Ok(Completion {
-        body: Bytes::from(body.to_string()),
-    })
+    Ok(Completion::of_value(&body))
 }
 
 pub fn chat_stream(call: Call<'_>) -> Result<ChunkStream, ProviderError> {

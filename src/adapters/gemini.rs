@@ -22,9 +22,7 @@ pub async fn chat(call: Call<'_>) -> Result<Completion, ProviderError> {
     let (_, response) = send(&call, "generateContent").await?;
     let reply = wire::json(response, call.provider.timeout).await?;
     let openai = from_wire(&reply, call.model, super::unix_now())?;
-    Ok(Completion {
-        body: Bytes::from(openai.to_string()),
-    })
+    Ok(Completion::of_value(&openai))
 }
 
 pub async fn chat_stream(call: Call<'_>) -> Result<ChunkStream, ProviderError> {

@@ -22,7 +22,7 @@ pub struct Call<'a> {
     pub http: &'a crate::upstream::Client,
     pub provider: &'a Provider,
     pub model: &'a str,
-    pub request: ChatRequest,
+    pub request: &'a ChatRequest,
 }
 
 impl Call<'_> {

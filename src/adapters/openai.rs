@@ -2,9 +2,6 @@
 //! DeepSeek, OpenRouter, Together, Ollama, vLLM…): the request goes out nearly
 //! untouched and the reply comes back byte for byte.
 
-use serde::Deserialize;
-use serde::de::IgnoredAny;
-
 use super::{Call, wire};
 use crate::chat::{ChatRequest, ChunkStream, Completion, ProviderError};
 
@@ -20,15 +17,8 @@ pub async fn chat(call: Call<'_>) -> Result<Completion, ProviderError> {
     )
     .await?;
     let body = wire::body(response, call.provider.timeout).await?;
-    // A 200 carrying an HTML error page from a proxy must fall back, not reach the client.
-    #[derive(Deserialize)]
-    struct Shape {
-        #[allow(dead_code)]
-        choices: IgnoredAny,
-    }
-    serde_json::from_slice::<Shape>(&body)
-        .map_err(|e| ProviderError::Protocol(format!("expected a chat.completion object: {e}")))?;
-    Ok(Completion { body })
+    Completion::passed_through(body)
+        .map_err(|e| ProviderError::Protocol(format!("expected a chat.completion object: {e}")))
 }
 
 pub async fn chat_stream(call: Call<'_>) -> Result<ChunkStream, ProviderError> {

@@ -189,7 +189,7 @@ pub async fn create(State(hub): State<Arc<Hub>>, request: Request) -> Response {
                 }
                 MessagesReply::Completion(c) => {
                     let value: Value = serde_json::from_slice(&c.body).unwrap_or(Value::Null);
-                    record.usage = Usage::of_completion(&c.body).unwrap_or_default();
+                    record.usage = c.usage;
                     record.latency = started.elapsed();
                     hub.record(&registry, record);
                     super::json_response(Bytes::from(
@@ -253,7 +253,7 @@ fn input_estimate(
         http: &hub.http,
         provider,
         model: &target.model,
-        request: request.clone(),
+        request,
     })
     .input_tokens
 }
@@ -413,7 +413,7 @@ pub async fn count_tokens(State(hub): State<Arc<Hub>>, request: Request) -> Resp
             http: &hub.http,
             provider: &provider,
             model: &model,
-            request: request.clone(),
+            request: &request,
         };
         match crate::adapters::anthropic::count(
             &call,

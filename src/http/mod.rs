@@ -19,7 +19,7 @@ use std::time::Instant;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
@@ -38,8 +38,9 @@ use crate::registry::{Principal, Registry};
 use crate::route::{self, Answer};
 use tokio_util::sync::CancellationToken;
 
-pub const PROVIDER_HEADER: &str = "x-llmhub-provider";
-pub const MODEL_HEADER: &str = "x-llmhub-model";
+/// Which provider and model answered; names made once, not parsed on every answer.
+const PROVIDER_HEADER: HeaderName = HeaderName::from_static("x-llmhub-provider");
+const MODEL_HEADER: HeaderName = HeaderName::from_static("x-llmhub-model");
 
 /// The gateway's routes over a shared hub, with MCP's streamable HTTP at `[mcp] http_path`.
 pub fn router(hub: Arc<Hub>, mcp: Arc<Mcp>, mcp_cancel: CancellationToken) -> Router {

@@ -34,7 +34,7 @@ pub fn record_answer(
     started: Instant,
 ) {
     let mut record = answered("chat", caller, requested, answer);
-    record.usage = Usage::of_completion(&answer.value.body).unwrap_or_default();
+    record.usage = answer.value.usage;
     record.latency = started.elapsed();
     hub.record(registry, record);
 }

@@ -183,7 +183,7 @@ pub async fn chat(
             http: &hub.http,
             provider: &provider,
             model: &model,
-            request: request.clone(),
+            request,
         })
         .await
     })
@@ -203,7 +203,7 @@ pub async fn chat_stream(
             http: &hub.http,
             provider: &provider,
             model: &model,
-            request: request.clone(),
+            request,
         })
         .await?;
         first_chunk(stream).await
@@ -241,7 +241,7 @@ pub async fn messages(
             http: &hub.http,
             provider: &provider,
             model: &model,
-            request: request.clone(),
+            request,
         };
         if provider.adapter != crate::config::AdapterKind::Anthropic {
             if let Some(why) = native_only {
@@ -345,7 +345,7 @@ pub async fn count_tokens(
         http: &hub.http,
         provider: &provider,
         model: &target.model,
-        request: request.clone(),
+        request,
     };
     let estimate = |call: &Call<'_>| match text {
         Some(t) => adapters::TokenCount {
@@ -360,12 +360,7 @@ pub async fn count_tokens(
             Some(format!("{} is not active; counted locally", provider.name)),
         )
     } else {
-        match adapters::count_tokens(Call {
-            request: request.clone(),
-            ..call
-        })
-        .await
-        {
+        match adapters::count_tokens(Call { request, ..call }).await {
             Ok(c) if c.method == "estimate" => (estimate(&call), None),
             Ok(c) => (c, None),
             Err(e) => {

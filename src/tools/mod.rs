@@ -299,7 +299,7 @@ pub async fn complete(
         200,
         answer.tries(),
     );
-    row.usage = Usage::of_completion(&answer.value.body).unwrap_or_default();
+    row.usage = answer.value.usage;
     hub.record(registry, row);
     let body: Value = serde_json::from_slice(&answer.value.body).unwrap_or(Value::Null);
     let message = &body["choices"][0]["message"];
