@@ -9,47 +9,52 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64};
 
 /// What a model label says when the address named a model providers.d does not list.
 pub const UNLISTED: &str = "unlisted";
 
+/// A provider or model name: made once per observation and shared by the label sets of
+/// every family it updates (label sets are owned keys; fixed values are `&'static str`).
+type Name = Arc<String>;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
-    surface: String,
-    provider: String,
-    model: String,
-    status: String,
+    surface: &'static str,
+    provider: Name,
+    model: Name,
+    status: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct LatencyLabels {
-    surface: String,
-    provider: String,
+    surface: &'static str,
+    provider: Name,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ProviderLabel {
-    provider: String,
+    provider: Name,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TokenLabels {
-    provider: String,
-    model: String,
-    kind: String,
+    provider: Name,
+    model: Name,
+    kind: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ModelLabels {
-    provider: String,
-    model: String,
+    provider: Name,
+    model: Name,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AttemptLabels {
-    provider: String,
-    outcome: String,
+    provider: Name,
+    outcome: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -59,7 +64,7 @@ struct OutcomeLabel {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct LimitLabel {
-    limit: String,
+    limit: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -76,7 +81,7 @@ fn seconds() -> Histogram {
 
 /// One observed request, in configuration terms (see the module doc).
 pub struct Observation<'a> {
-    pub surface: &'a str,
+    pub surface: &'static str,
     pub provider: &'a str,
     pub model: &'a str,
     pub status: u16,
@@ -239,24 +244,26 @@ impl Metrics {
             500..=599 => "5xx",
             _ => "other",
         };
+        let provider = Name::new(provider.to_string());
+        let model = Name::new(model.to_string());
         self.requests
             .get_or_create(&RequestLabels {
-                surface: o.surface.to_string(),
-                provider: provider.to_string(),
-                model: model.to_string(),
-                status: status.to_string(),
+                surface: o.surface,
+                provider: provider.clone(),
+                model: model.clone(),
+                status,
             })
             .inc();
         self.duration
             .get_or_create(&LatencyLabels {
-                surface: o.surface.to_string(),
-                provider: provider.to_string(),
+                surface: o.surface,
+                provider: provider.clone(),
             })
             .observe(o.latency_s);
         if let Some(t) = o.ttft_s {
             self.ttft
                 .get_or_create(&ProviderLabel {
-                    provider: provider.to_string(),
+                    provider: provider.clone(),
                 })
                 .observe(t);
         }
@@ -264,9 +271,9 @@ impl Metrics {
             if n > 0 {
                 self.tokens
                     .get_or_create(&TokenLabels {
-                        provider: provider.to_string(),
-                        model: model.to_string(),
-                        kind: kind.to_string(),
+                        provider: provider.clone(),
+                        model: model.clone(),
+                        kind,
                     })
                     .inc_by(n);
             }
@@ -274,16 +281,21 @@ impl Metrics {
         if let Some(c) = o.cost_usd.filter(|c| *c > 0.0) {
             self.cost
                 .get_or_create(&ModelLabels {
-                    provider: provider.to_string(),
-                    model: model.to_string(),
+                    provider: provider.clone(),
+                    model: model.clone(),
                 })
                 .inc_by(c);
         }
         for (p, outcome) in o.attempts {
+            let provider = if *p == *provider {
+                provider.clone()
+            } else {
+                Name::new(p.clone())
+            };
             self.attempts
                 .get_or_create(&AttemptLabels {
-                    provider: p.clone(),
-                    outcome: (*outcome).to_string(),
+                    provider,
+                    outcome: *outcome,
                 })
                 .inc();
         }
@@ -291,11 +303,7 @@ impl Metrics {
 
     /// A request refused by a limit; `limit` is one of a fixed set.
     pub fn limited(&self, limit: &'static str) {
-        self.limited
-            .get_or_create(&LimitLabel {
-                limit: limit.to_string(),
-            })
-            .inc();
+        self.limited.get_or_create(&LimitLabel { limit }).inc();
     }
 
     pub fn reload(&self, outcome: &str) {
@@ -313,7 +321,9 @@ impl Metrics {
         self.circuit.clear();
         for (provider, state) in scrape.circuits {
             self.circuit
-                .get_or_create(&ProviderLabel { provider })
+                .get_or_create(&ProviderLabel {
+                    provider: Name::new(provider),
+                })
                 .set(state);
         }
         self.backend_up.clear();

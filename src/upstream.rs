@@ -8,7 +8,7 @@
 //! (bench/README.md, "Against nginx"). Over TLS to a remote API those microseconds are
 //! noise against the round trip, and reqwest brings HTTP/2, certificates and proxies.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::future::{Future, poll_fn};
 use std::pin::{Pin, pin};
 use std::sync::{Arc, Mutex};
@@ -115,7 +115,7 @@ struct Idle {
 /// first one's event loop, so each thread reuses its own.
 #[derive(Default)]
 struct Pool {
-    idle: Mutex<HashMap<ThreadId, HashMap<String, Vec<Idle>>>>,
+    idle: Mutex<FxHashMap<ThreadId, FxHashMap<String, Vec<Idle>>>>,
 }
 
 impl Pool {

@@ -1,7 +1,7 @@
 //! Per-provider circuit breakers. They live outside the snapshot, keyed by provider
 //! name, so a reload does not forget that a provider is failing.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -30,7 +30,7 @@ pub enum BreakerView {
 
 #[derive(Default)]
 pub struct Breakers {
-    states: Arc<Mutex<HashMap<String, State>>>,
+    states: Arc<Mutex<FxHashMap<String, State>>>,
 }
 
 /// Leave to send one request. A probe that is dropped unresolved (the client went
@@ -39,20 +39,24 @@ pub struct Permit {
     name: String,
     probe: bool,
     resolved: bool,
-    states: Arc<Mutex<HashMap<String, State>>>,
+    states: Arc<Mutex<FxHashMap<String, State>>>,
 }
 
 impl Breakers {
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, State>> {
+    fn lock(&self) -> MutexGuard<'_, FxHashMap<String, State>> {
         lock(&self.states)
     }
 
     /// A permit, or how long the breaker stays open.
     pub fn admit(&self, name: &str, now: Instant) -> Result<Permit, String> {
         let mut states = self.lock();
-        let state = states
-            .entry(name.to_string())
-            .or_insert(State::Closed { failures: 0 });
+        // Looked up before inserting: a name is allocated only the first time it is seen.
+        if !states.contains_key(name) {
+            states.insert(name.to_string(), State::Closed { failures: 0 });
+        }
+        let Some(state) = states.get_mut(name) else {
+            unreachable!("inserted above")
+        };
         let probe = match *state {
             State::Closed { .. } => false,
             State::Open { until } if now < until => {
@@ -132,7 +136,7 @@ impl Drop for Permit {
 }
 
 /// A poisoned lock only means another request panicked mid-update; the map is still usable.
-fn lock(m: &Mutex<HashMap<String, State>>) -> MutexGuard<'_, HashMap<String, State>> {
+fn lock(m: &Mutex<FxHashMap<String, State>>) -> MutexGuard<'_, FxHashMap<String, State>> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
