@@ -293,10 +293,7 @@ impl Metrics {
                 Name::new(p.clone())
             };
             self.attempts
-                .get_or_create(&AttemptLabels {
-                    provider,
-                    outcome: *outcome,
-                })
+                .get_or_create(&AttemptLabels { provider, outcome })
                 .inc();
         }
     }
