@@ -178,7 +178,7 @@ async fn translate_stream<T: Translator>(sse: &str, mut translator: T) -> String
     let mut finished = false;
     while let Some(event) = events.next().await {
         let event = event.expect("well-formed SSE");
-        match translator.event(&event) {
+        match translator.event(event) {
             Ok(Step::Chunks(chunks)) => lines.extend(chunks),
             Ok(Step::Finished(chunks)) => {
                 lines.extend(chunks);

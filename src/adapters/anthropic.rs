@@ -453,14 +453,14 @@ impl StreamTranslator {
 }
 
 impl Translator for StreamTranslator {
-    fn event(&mut self, event: &Event) -> Result<Step, ProviderError> {
+    fn event(&mut self, event: Event) -> Result<Step, ProviderError> {
         let data: Value = serde_json::from_str(&event.data).map_err(|e| {
             ProviderError::Protocol(format!("event `{}` is not JSON: {e}", event.event))
         })?;
         let kind = data
             .get("type")
             .and_then(Value::as_str)
-            .unwrap_or(event.event.as_str());
+            .unwrap_or(&event.event);
         let chunk = |this: &Self, delta: Value| Step::Chunks(vec![this.chunker.chunk(delta, None)]);
         Ok(match kind {
             "message_start" => {

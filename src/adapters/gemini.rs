@@ -533,7 +533,7 @@ impl StreamTranslator {
 }
 
 impl Translator for StreamTranslator {
-    fn event(&mut self, event: &Event) -> Result<Step, ProviderError> {
+    fn event(&mut self, event: Event) -> Result<Step, ProviderError> {
         let data: Value = serde_json::from_str(&event.data)
             .map_err(|e| ProviderError::Protocol(format!("stream chunk is not JSON: {e}")))?;
         if let Some((body, retry_after)) = error_shape(&data) {

@@ -355,7 +355,14 @@ fn sse_response(answer: Answer<ChunkStream>, meter: usage::Meter) -> Response {
                     None if !out.is_empty() && !relay.started => break,
                     // Chunks already read go out together, as one body frame and one write.
                     None if !out.is_empty() => match relay.chunks.next().now_or_never() {
-                        Some(next) if out.len() < MAX_FRAME => next,
+                        Some(next) if out.len() < MAX_FRAME => {
+                            // A batch: room for the whole frame at once, rather than
+                            // growing (and copying) it chunk by chunk.
+                            if out.capacity() < MAX_FRAME {
+                                out.reserve(MAX_FRAME + BATCH_SLACK - out.len());
+                            }
+                            next
+                        }
                         Some(next) => {
                             relay.peeked = Some(next);
                             break;
@@ -464,6 +471,8 @@ struct Relay {
 
 /// Bytes of events batched into one body frame at most.
 const MAX_FRAME: usize = 64 * 1024;
+/// Room past `MAX_FRAME` for the event that crosses it, so a batch is allocated once.
+const BATCH_SLACK: usize = 4 * 1024;
 
 /// Every model a client can use: active providers' `provider/model` addresses and the
 /// groups with an active provider, as OpenAI's model objects.
