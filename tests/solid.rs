@@ -45,6 +45,74 @@ async fn a_stream_cut_before_its_finish_reason_ends_in_an_error_not_done() {
     assert!(!data.iter().any(|d| d == "[DONE]"), "{data:?}");
 }
 
+/// An upstream stream paced by the mock: `CHUNK` every `gap`, `count` times, then
+/// silence with the connection held open (`None`) or a finishing chunk.
+async fn paced(gap: std::time::Duration, count: usize, then_finish: bool) -> Mock {
+    use futures_util::StreamExt;
+    const LAST: &str = "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n";
+    Mock::start(move |_, _| async move {
+        let chunks = futures_util::stream::iter(0..count).then(move |i| async move {
+            if i > 0 {
+                tokio::time::sleep(gap).await;
+            }
+            Ok::<_, std::convert::Infallible>(CHUNK)
+        });
+        let end = futures_util::stream::iter(then_finish.then_some(Ok(LAST)));
+        let body = chunks.chain(end);
+        let body = if then_finish {
+            axum::body::Body::from_stream(body)
+        } else {
+            axum::body::Body::from_stream(body.chain(futures_util::stream::pending()))
+        };
+        sse_response(body)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_stream_that_goes_silent_ends_with_a_timeout_error_after_what_it_sent() {
+    let silent = paced(std::time::Duration::ZERO, 1, false).await;
+    let cfg = ConfigDir::new(HUB);
+    cfg.provider("silent", &silent.url, "models = [\"m\"]\ntimeout_s = 0.3");
+    let server = Server::start(&cfg).await;
+    // Bounded so that a deadline that never fires fails the test instead of hanging it.
+    let text = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        stream_text(&server, "silent/m"),
+    )
+    .await
+    .expect("the stream ends once the upstream is silent past its timeout");
+    let data = sse_data(&text);
+    assert_eq!(data.len(), 2, "{data:?}");
+    assert!(data[0].contains("Hel"), "{data:?}");
+    let error: Value = serde_json::from_str(&data[1]).expect("an error event");
+    assert_eq!(error["error"]["code"], "upstream_stream_error", "{error}");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("silent/m") && m.contains("0.3")),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn the_stream_timeout_is_per_event_so_a_long_steady_stream_completes() {
+    // Five gaps of 100 ms: the stream lasts longer than the 0.5 s timeout, no event waits for it.
+    let steady = paced(std::time::Duration::from_millis(100), 6, true).await;
+    let cfg = ConfigDir::new(HUB);
+    cfg.provider("steady", &steady.url, "models = [\"m\"]\ntimeout_s = 0.5");
+    let server = Server::start(&cfg).await;
+    let started = std::time::Instant::now();
+    let data = sse_data(&stream_text(&server, "steady/m").await);
+    assert!(started.elapsed() >= std::time::Duration::from_millis(500));
+    assert_eq!(
+        data.len(),
+        8,
+        "six chunks, the finishing one and [DONE]: {data:?}"
+    );
+    assert_eq!(data[7], "[DONE]");
+}
+
 #[tokio::test]
 async fn a_stream_closed_after_its_finish_reason_is_complete() {
     const FINISHED: &str = r#"data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":null}]}

@@ -3,13 +3,14 @@
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::LazyLock;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use futures_util::{FutureExt, Stream, StreamExt};
+use futures_util::{Stream, StreamExt};
 use memchr::memmem::Finder;
 
 use crate::chat::{ChunkStream, ProviderError};
@@ -35,77 +36,96 @@ pub trait Translator: Send + 'static {
     }
 }
 
-struct State<S, T> {
-    events: S,
-    translator: T,
-    pending: VecDeque<Bytes>,
-    done: bool,
-    /// Upstreams may echo the key in an error event; errors leave here without it.
-    key: Option<Secret>,
-}
-
 /// Streams a response's events through `translator`, waiting at most the provider's
 /// timeout for each event.
-pub fn translate<T: Translator>(
+pub fn translate<T: Translator + Unpin>(
     response: crate::upstream::Response,
     provider: &Provider,
     translator: T,
 ) -> ChunkStream {
-    let timeout: Duration = provider.timeout;
-    let state = State {
+    let timeout = provider.timeout;
+    Box::pin(Translated {
         events: Events::new(response.bytes_stream()),
         translator,
         pending: VecDeque::new(),
         done: false,
         key: provider.key.clone(),
-    };
-    Box::pin(futures_util::stream::unfold(
-        state,
-        move |mut s| async move {
-            loop {
-                if let Some(chunk) = s.pending.pop_front() {
-                    return Some((Ok(chunk), s));
+        timeout,
+        deadline: Box::pin(tokio::time::sleep(timeout)),
+        waiting: false,
+    })
+}
+
+/// The chunks of one upstream stream. Written as a stream by hand rather than with
+/// `unfold`, which moves its whole state in and out of a new future for every chunk.
+struct Translated<T> {
+    events: Events<crate::upstream::BodyStream>,
+    translator: T,
+    pending: VecDeque<Bytes>,
+    done: bool,
+    /// Upstreams may echo the key in an error event; errors leave here without it.
+    key: Option<Secret>,
+    timeout: Duration,
+    /// The per-event deadline: a long answer may stream for minutes, a silent one may
+    /// not. Armed only while waiting for a read; events already read need no timer, and
+    /// most of a fast stream's events arrive together in one read.
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    waiting: bool,
+}
+
+impl<T: Translator + Unpin> Stream for Translated<T> {
+    type Item = Result<Bytes, ProviderError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        loop {
+            if let Some(chunk) = this.pending.pop_front() {
+                return Poll::Ready(Some(Ok(chunk)));
+            }
+            if this.done {
+                return Poll::Ready(None);
+            }
+            let next = match this.events.poll_next_unpin(cx) {
+                Poll::Ready(next) => {
+                    this.waiting = false;
+                    next
                 }
-                if s.done {
-                    return None;
+                Poll::Pending => {
+                    if !this.waiting {
+                        this.waiting = true;
+                        let at = tokio::time::Instant::now() + this.timeout;
+                        this.deadline.as_mut().reset(at);
+                    }
+                    if this.deadline.as_mut().poll(cx).is_ready() {
+                        this.done = true;
+                        return Poll::Ready(Some(Err(ProviderError::Timeout(this.timeout))));
+                    }
+                    return Poll::Pending;
                 }
-                // The timeout is per event: a long answer may stream for minutes, a silent one may not.
-                // Events already read need no timer: most of a fast stream's events
-                // arrive together in one read.
-                let next = match s.events.next().now_or_never() {
-                    Some(next) => next,
-                    None => match tokio::time::timeout(timeout, s.events.next()).await {
-                        Err(_) => {
-                            s.done = true;
-                            return Some((Err(ProviderError::Timeout(timeout)), s));
-                        }
-                        Ok(next) => next,
-                    },
-                };
-                let step = match next {
-                    Some(Ok(event)) => s.translator.event(event),
-                    Some(Err(e)) => Err(ProviderError::Connect(format!("stream broke: {e}"))),
-                    None => s.translator.closed().map(Step::Finished),
-                };
-                match step {
-                    Ok(Step::Chunks(chunks)) => s.pending.extend(chunks),
-                    Ok(Step::Finished(chunks)) => {
-                        s.pending.extend(chunks);
-                        s.done = true;
-                    }
-                    Err(e) => {
-                        s.done = true;
-                        s.pending.clear();
-                        let e = match &s.key {
-                            Some(key) => e.scrubbed(key.expose()),
-                            None => e,
-                        };
-                        return Some((Err(e), s));
-                    }
+            };
+            let step = match next {
+                Some(Ok(event)) => this.translator.event(event),
+                Some(Err(e)) => Err(ProviderError::Connect(format!("stream broke: {e}"))),
+                None => this.translator.closed().map(Step::Finished),
+            };
+            match step {
+                Ok(Step::Chunks(chunks)) => this.pending.extend(chunks),
+                Ok(Step::Finished(chunks)) => {
+                    this.pending.extend(chunks);
+                    this.done = true;
+                }
+                Err(e) => {
+                    this.done = true;
+                    this.pending.clear();
+                    let e = match &this.key {
+                        Some(key) => e.scrubbed(key.expose()),
+                        None => e,
+                    };
+                    return Poll::Ready(Some(Err(e)));
                 }
             }
-        },
-    ))
+        }
+    }
 }
 
 /// One server-sent event: its type (`message` unless named) and its data lines joined.
