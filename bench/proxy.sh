@@ -32,11 +32,14 @@ reply='{"id":"chatcmpl-bench","object":"chat.completion","created":1760000000,"m
 mkdir -p "$work/logs" "$work/static"
 # nginx's workers (a user other than root) read the SSE file.
 chmod 755 "$work" "$work/static"
-# 1,000 chunks of a few words each, then a finish_reason chunk and [DONE].
+# 1,000 chunks of a few words each, then a finish_reason chunk, a usage chunk and [DONE]:
+# OpenAI's shape when usage is asked for (llmhub always asks), `"usage":null` in every
+# chunk but the last.
 for i in $(seq 1000); do
-  printf 'data: {"id":"chatcmpl-bench","object":"chat.completion.chunk","created":1760000000,"model":"bench-model","choices":[{"index":0,"delta":{"content":"word %d "},"finish_reason":null}]}\n\n' "$i"
+  printf 'data: {"id":"chatcmpl-bench","object":"chat.completion.chunk","created":1760000000,"model":"bench-model","choices":[{"index":0,"delta":{"content":"word %d "},"finish_reason":null}],"usage":null}\n\n' "$i"
 done > "$work/static/chunks.sse"
-printf 'data: {"id":"chatcmpl-bench","object":"chat.completion.chunk","created":1760000000,"model":"bench-model","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n' >> "$work/static/chunks.sse"
+printf 'data: {"id":"chatcmpl-bench","object":"chat.completion.chunk","created":1760000000,"model":"bench-model","choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":null}\n\n' >> "$work/static/chunks.sse"
+printf 'data: {"id":"chatcmpl-bench","object":"chat.completion.chunk","created":1760000000,"model":"bench-model","choices":[],"usage":{"prompt_tokens":19,"completion_tokens":1000,"total_tokens":1019}}\n\ndata: [DONE]\n\n' >> "$work/static/chunks.sse"
 cat > "$work/nginx.conf" <<CONF
 worker_processes auto;
 error_log logs/error.log warn;

@@ -169,9 +169,10 @@ impl Meter {
         if record.ttft.is_none() {
             record.ttft = Some(self.started.elapsed());
         }
-        // Only the last chunk or two carry usage; skip parsing the rest.
-        static USAGE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"usage\""));
-        if USAGE.find(chunk).is_none() {
+        // Only the last chunk or two carry usage; skip parsing the rest. OpenAI writes
+        // `"usage":null` into every other chunk once usage is asked for (llmhub always
+        // asks), so the key alone does not mean a count is there.
+        if !has_usage_object(chunk) {
             return true;
         }
         let Ok(parsed) = serde_json::from_slice::<Value>(chunk) else {
@@ -219,6 +220,25 @@ impl Meter {
             self.hub.record(&self.registry, record);
         }
     }
+}
+
+/// Whether a chunk's JSON text has a `"usage"` member whose value is an object, read
+/// without parsing it: the key followed by `:` and `{` (JSON allows whitespace between).
+fn has_usage_object(chunk: &[u8]) -> bool {
+    const KEY: &[u8] = b"\"usage\"";
+    static USAGE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(KEY));
+    let mut rest = chunk;
+    while let Some(at) = USAGE.find(rest) {
+        rest = &rest[at + KEY.len()..];
+        let value = rest
+            .trim_ascii_start()
+            .strip_prefix(b":")
+            .map(<[u8]>::trim_ascii_start);
+        if value.is_some_and(|v| v.starts_with(b"{")) {
+            return true;
+        }
+    }
+    false
 }
 
 impl Drop for Meter {
@@ -391,5 +411,29 @@ pub async fn requests(
     match store.recent(limit, p.project.as_deref()).await {
         Ok(rows) => axum::Json(json!({"object": "list", "data": rows})).into_response(),
         Err(e) => usage_unavailable(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::has_usage_object;
+
+    #[test]
+    fn only_a_usage_object_counts_as_usage() {
+        let with = |usage: &str| format!(r#"{{"id":"c","choices":[],"usage":{usage}}}"#);
+        assert!(has_usage_object(with(r#"{"prompt_tokens":1}"#).as_bytes()));
+        assert!(has_usage_object(
+            br#"{"usage" : 
+ {"prompt_tokens":1}}"#
+        ));
+        assert!(!has_usage_object(with("null").as_bytes()));
+        assert!(!has_usage_object(
+            br#"{"choices":[{"delta":{"content":"\"usage\" is a word"}}]}"#
+        ));
+        // A later member named usage still counts after an earlier string mentioning it.
+        assert!(has_usage_object(
+            br#"{"choices":[{"delta":{"content":"\"usage\""}}],"usage":{"completion_tokens":2}}"#
+        ));
+        assert!(!has_usage_object(b"{}"));
     }
 }
