@@ -323,9 +323,9 @@ fn name_answerer(headers: &mut HeaderMap, provider: &str, model: &str) {
 /// it ends, fails, or is abandoned by the client; it sits first in the state so that it
 /// records before the upstream connection is dropped.
 fn sse_response(answer: Answer<ChunkStream>, meter: usage::Meter) -> Response {
-    let provider = answer.target.provider.clone();
-    let model = answer.target.model.clone();
     let state = Relay {
+        provider: answer.target.provider.clone(),
+        model: answer.target.model.clone(),
         meter,
         chunks: answer.value,
         peeked: None,
@@ -334,8 +334,6 @@ fn sse_response(answer: Answer<ChunkStream>, meter: usage::Meter) -> Response {
         finished: false,
     };
     let events = futures_util::stream::unfold(state, move |mut relay| {
-        let provider = provider.clone();
-        let model = model.clone();
         async move {
             if relay.finished {
                 return None;
@@ -383,7 +381,7 @@ fn sse_response(answer: Answer<ChunkStream>, meter: usage::Meter) -> Response {
                         break;
                     }
                     Some(Err(e)) => {
-                        tracing::warn!(%provider, %model, error = %e, "stream failed after it started");
+                        tracing::warn!(provider = %relay.provider, model = %relay.model, error = %e, "stream failed after it started");
                         relay.meter.failed(&e);
                         let body = match e {
                             // The upstream's own error event (already scrubbed of the key) goes
@@ -394,7 +392,10 @@ fn sse_response(answer: Answer<ChunkStream>, meter: usage::Meter) -> Response {
                                     StatusCode::BAD_GATEWAY,
                                     "api_error",
                                     "upstream_stream_error",
-                                    format!("{provider}/{model} failed mid-stream: {e}"),
+                                    format!(
+                                        "{}/{} failed mid-stream: {e}",
+                                        relay.provider, relay.model
+                                    ),
                                 )
                                 .body()
                                 .to_string(),
@@ -459,6 +460,10 @@ fn put_event(buf: &mut BytesMut, data: &[u8]) {
 /// A stream being relayed to the client: the meter first, so that it records before the
 /// upstream connection is dropped; a chunk read ahead while batching waits in `peeked`.
 struct Relay {
+    /// What answered, for a failure's log line and error event: held by the stream, not
+    /// copied for every frame.
+    provider: String,
+    model: String,
     meter: usage::Meter,
     chunks: ChunkStream,
     peeked: Option<Option<Result<Bytes, ProviderError>>>,
