@@ -23,8 +23,8 @@ pid=
 cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; "$NGINX" -p "$work" -c nginx.conf -s stop 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
-reply='{"id":"chatcmpl-bench","object":"chat.completion","created":1760000000,"model":"bench-model","choices":[{"index":0,"message":{"role":"assistant","content":"Hello! How can I assist you today?"},"finish_reason":"stop"}],"usage":{"prompt_tokens":19,"completion_tokens":10,"total_tokens":29}}'
-mkdir -p "$work/logs" "$work/hub/providers.d"
+. bench/upstream.sh
+mkdir -p "$work/logs"
 cat > "$work/nginx.conf" <<CONF
 worker_processes 1;
 error_log logs/error.log warn;
@@ -36,18 +36,7 @@ http {
 }
 CONF
 "$NGINX" -p "$work" -c nginx.conf
-cat > "$work/hub/hub.toml" <<TOML
-[server]
-listen = "$hub_addr"
-[routing]
-default_model = "mock/bench-model"
-[storage]
-ledger = false
-TOML
-cat > "$work/hub/providers.d/mock.toml" <<TOML
-base_url = "http://127.0.0.1:$up_port/v1"
-models = ["bench-model"]
-TOML
+hub_config "$work/hub" "$hub_addr" "$up_port"
 
 out="$work/callgrind.out"
 # Instrumentation starts after start-up, and the counts are zeroed after a warm-up.

@@ -28,7 +28,7 @@ pids=()
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; "$NGINX" -p "$work" -c nginx.conf -s stop 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
-reply='{"id":"chatcmpl-bench","object":"chat.completion","created":1760000000,"model":"bench-model","choices":[{"index":0,"message":{"role":"assistant","content":"Hello! How can I assist you today?"},"finish_reason":"stop"}],"usage":{"prompt_tokens":19,"completion_tokens":10,"total_tokens":29}}'
+. bench/upstream.sh
 mkdir -p "$work/logs" "$work/static"
 # nginx's workers (a user other than root) read the SSE file.
 chmod 755 "$work" "$work/static"
@@ -70,19 +70,7 @@ http {
 CONF
 "$NGINX" -p "$work" -c nginx.conf
 
-mkdir -p "$work/hub/providers.d"
-cat > "$work/hub/hub.toml" <<TOML
-[server]
-listen = "$hub_addr"
-[routing]
-default_model = "mock/bench-model"
-[storage]
-ledger = false
-TOML
-cat > "$work/hub/providers.d/mock.toml" <<TOML
-base_url = "http://127.0.0.1:$up_port/v1"
-models = ["bench-model"]
-TOML
+hub_config "$work/hub" "$hub_addr" "$up_port"
 cat > "$work/hub/providers.d/stream.toml" <<TOML
 base_url = "http://127.0.0.1:$stream_port/v1"
 models = ["bench-model"]

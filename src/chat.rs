@@ -461,7 +461,7 @@ impl Usage {
 
     /// A `usage` object as JSON text: read into counts directly when it has the usual
     /// shape (no tree of values on every answer), as `from_openai` reads it otherwise.
-    pub fn of_raw(raw: &serde_json::value::RawValue) -> Option<Usage> {
+    fn of_raw(raw: &serde_json::value::RawValue) -> Option<Usage> {
         #[derive(Deserialize)]
         struct Wire {
             prompt_tokens: Option<u64>,

@@ -46,7 +46,7 @@ async fn a_stream_cut_before_its_finish_reason_ends_in_an_error_not_done() {
 }
 
 /// An upstream stream paced by the mock: `CHUNK` every `gap`, `count` times, then
-/// silence with the connection held open (`None`) or a finishing chunk.
+/// a finishing chunk (`then_finish`) or silence with the connection held open.
 async fn paced(gap: std::time::Duration, count: usize, then_finish: bool) -> Mock {
     use futures_util::StreamExt;
     const LAST: &str = "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n";
@@ -57,14 +57,12 @@ async fn paced(gap: std::time::Duration, count: usize, then_finish: bool) -> Moc
             }
             Ok::<_, std::convert::Infallible>(CHUNK)
         });
-        let end = futures_util::stream::iter(then_finish.then_some(Ok(LAST)));
-        let body = chunks.chain(end);
-        let body = if then_finish {
-            axum::body::Body::from_stream(body)
+        let end = if then_finish {
+            futures_util::stream::iter([Ok(LAST)]).boxed()
         } else {
-            axum::body::Body::from_stream(body.chain(futures_util::stream::pending()))
+            futures_util::stream::pending().boxed()
         };
-        sse_response(body)
+        sse_response(axum::body::Body::from_stream(chunks.chain(end)))
     })
     .await
 }

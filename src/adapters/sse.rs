@@ -334,13 +334,22 @@ fn is_error_event(data: &str) -> bool {
 /// Whether a chunk has a non-null `finish_reason`, without parsing it: every OpenAI
 /// chunk carries `"finish_reason":null` until the last.
 fn has_finish_reason(data: &str) -> bool {
-    const KEY: &str = "\"finish_reason\"";
-    static FINDER: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(KEY));
+    static FINDER: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"finish_reason\""));
+    member_starts_with(data.as_bytes(), &FINDER, b'"')
+}
+
+/// Whether some member `key` (a finder for `"name"`, quotes included) of a chunk's JSON
+/// text has a value starting with `first` (`"` a string, `{` an object), read without
+/// parsing the chunk: the key, then `:` and the value, whitespace allowed between.
+pub fn member_starts_with(data: &[u8], key: &Finder<'_>, first: u8) -> bool {
     let mut rest = data;
-    while let Some(at) = FINDER.find(rest.as_bytes()) {
-        rest = &rest[at + KEY.len()..];
-        let value = rest.trim_start().strip_prefix(':').map(str::trim_start);
-        if value.is_some_and(|v| v.starts_with('"')) {
+    while let Some(at) = key.find(rest) {
+        rest = &rest[at + key.needle().len()..];
+        let value = rest
+            .trim_ascii_start()
+            .strip_prefix(b":")
+            .map(<[u8]>::trim_ascii_start);
+        if value.is_some_and(|v| v.first() == Some(&first)) {
             return true;
         }
     }

@@ -333,87 +333,85 @@ fn sse_response(answer: Answer<ChunkStream>, meter: usage::Meter) -> Response {
         flushed: false,
         finished: false,
     };
-    let events = futures_util::stream::unfold(state, move |mut relay| {
-        async move {
-            if relay.finished {
-                return None;
-            }
-            if relay.started && !relay.flushed {
-                // hyper writes the head and the frames that are ready together, flushing
-                // only when the body waits: waiting once here sends the first token now
-                // even when the upstream's whole answer is already read.
-                relay.flushed = true;
-                tokio::task::yield_now().await;
-            }
-            let mut out = BytesMut::new();
-            loop {
-                let next = match relay.peeked.take() {
-                    Some(next) => next,
-                    // The first chunk goes alone, so the first token is not held back.
-                    None if !out.is_empty() && !relay.started => break,
-                    // Chunks already read go out together, as one body frame and one write.
-                    None if !out.is_empty() => match relay.chunks.next().now_or_never() {
-                        Some(next) if out.len() < MAX_FRAME => {
-                            // A batch: room for the whole frame at once, rather than
-                            // growing (and copying) it chunk by chunk.
-                            if out.capacity() < MAX_FRAME {
-                                out.reserve(MAX_FRAME + BATCH_SLACK - out.len());
-                            }
-                            next
+    let events = futures_util::stream::unfold(state, |mut relay| async move {
+        if relay.finished {
+            return None;
+        }
+        if relay.started && !relay.flushed {
+            // hyper writes the head and the frames that are ready together, flushing
+            // only when the body waits: waiting once here sends the first token now
+            // even when the upstream's whole answer is already read.
+            relay.flushed = true;
+            tokio::task::yield_now().await;
+        }
+        let mut out = BytesMut::new();
+        loop {
+            let next = match relay.peeked.take() {
+                Some(next) => next,
+                // The first chunk goes alone, so the first token is not held back.
+                None if !out.is_empty() && !relay.started => break,
+                // Chunks already read go out together, as one body frame and one write.
+                None if !out.is_empty() => match relay.chunks.next().now_or_never() {
+                    Some(next) if out.len() < MAX_FRAME => {
+                        // A batch: room for the whole frame at once, rather than
+                        // growing (and copying) it chunk by chunk.
+                        if out.capacity() < MAX_FRAME {
+                            out.reserve(MAX_FRAME + BATCH_SLACK - out.len());
                         }
-                        Some(next) => {
-                            relay.peeked = Some(next);
-                            break;
-                        }
-                        None => break,
-                    },
-                    None => relay.chunks.next().await,
-                };
-                match next {
-                    Some(Ok(chunk)) => {
-                        if relay.meter.chunk(&chunk) {
-                            put_event(&mut out, &chunk);
-                        }
+                        next
                     }
-                    // An error or the end goes after what was read before it.
-                    end if !out.is_empty() => {
-                        relay.peeked = Some(end);
+                    Some(next) => {
+                        relay.peeked = Some(next);
                         break;
                     }
-                    Some(Err(e)) => {
-                        tracing::warn!(provider = %relay.provider, model = %relay.model, error = %e, "stream failed after it started");
-                        relay.meter.failed(&e);
-                        let body = match e {
-                            // The upstream's own error event (already scrubbed of the key) goes
-                            // out as it came, so clients see the upstream's code and message.
-                            ProviderError::StreamError { body } => body,
-                            e => Bytes::from(
-                                ApiError::new(
-                                    StatusCode::BAD_GATEWAY,
-                                    "api_error",
-                                    "upstream_stream_error",
-                                    format!(
-                                        "{}/{} failed mid-stream: {e}",
-                                        relay.provider, relay.model
-                                    ),
-                                )
-                                .body()
-                                .to_string(),
-                            ),
-                        };
-                        relay.finished = true;
-                        return Some((Ok::<Bytes, std::convert::Infallible>(event(&body)), relay));
-                    }
-                    None => {
-                        relay.meter.finished();
-                        relay.finished = true;
-                        return Some((Ok(Bytes::from_static(b"data: [DONE]\n\n")), relay));
+                    None => break,
+                },
+                None => relay.chunks.next().await,
+            };
+            match next {
+                Some(Ok(chunk)) => {
+                    if relay.meter.chunk(&chunk) {
+                        put_event(&mut out, &chunk);
                     }
                 }
+                // An error or the end goes after what was read before it.
+                end if !out.is_empty() => {
+                    relay.peeked = Some(end);
+                    break;
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(provider = %relay.provider, model = %relay.model, error = %e, "stream failed after it started");
+                    relay.meter.failed(&e);
+                    let body = match e {
+                        // The upstream's own error event (already scrubbed of the key) goes
+                        // out as it came, so clients see the upstream's code and message.
+                        ProviderError::StreamError { body } => body,
+                        e => Bytes::from(
+                            ApiError::new(
+                                StatusCode::BAD_GATEWAY,
+                                "api_error",
+                                "upstream_stream_error",
+                                format!(
+                                    "{}/{} failed mid-stream: {e}",
+                                    relay.provider, relay.model
+                                ),
+                            )
+                            .body()
+                            .to_string(),
+                        ),
+                    };
+                    relay.finished = true;
+                    return Some((Ok::<Bytes, std::convert::Infallible>(event(&body)), relay));
+                }
+                None => {
+                    relay.meter.finished();
+                    relay.finished = true;
+                    return Some((Ok(Bytes::from_static(b"data: [DONE]\n\n")), relay));
+                }
             }
-            relay.started = true;
-            Some((Ok(out.freeze()), relay))
         }
+        relay.started = true;
+        Some((Ok(out.freeze()), relay))
     });
     let mut response = event_stream(Body::from_stream(events));
     let headers = response.headers_mut();

@@ -222,23 +222,10 @@ impl Meter {
     }
 }
 
-/// Whether a chunk's JSON text has a `"usage"` member whose value is an object, read
-/// without parsing it: the key followed by `:` and `{` (JSON allows whitespace between).
+/// Whether a chunk's JSON text has a `"usage"` member whose value is an object.
 fn has_usage_object(chunk: &[u8]) -> bool {
-    const KEY: &[u8] = b"\"usage\"";
-    static USAGE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(KEY));
-    let mut rest = chunk;
-    while let Some(at) = USAGE.find(rest) {
-        rest = &rest[at + KEY.len()..];
-        let value = rest
-            .trim_ascii_start()
-            .strip_prefix(b":")
-            .map(<[u8]>::trim_ascii_start);
-        if value.is_some_and(|v| v.starts_with(b"{")) {
-            return true;
-        }
-    }
-    false
+    static USAGE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"usage\""));
+    crate::adapters::sse::member_starts_with(chunk, &USAGE, b'{')
 }
 
 impl Drop for Meter {
