@@ -694,7 +694,7 @@ fn live_health(listen: std::net::SocketAddr, key: Option<&Secret>) -> Option<Hea
         .build()
         .ok()?;
     runtime.block_on(async {
-        let client = reqwest::Client::builder()
+        let client = crate::upstream::client_builder()
             .timeout(std::time::Duration::from_millis(500))
             .build()
             .ok()?;

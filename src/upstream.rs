@@ -157,6 +157,16 @@ impl Pool {
 }
 
 /// The providers' client, shared by every request; cloning shares the pools.
+/// A reqwest client builder whose TLS runs on *ring*: every reqwest client llmhub builds
+/// comes from here.
+pub fn client_builder() -> reqwest::ClientBuilder {
+    // reqwest and rmcp are built without a crypto provider of their own (aws-lc-rs would
+    // be a second one, several MB of code); reqwest takes the process's default, which
+    // the first call installs. An embedding program's own choice stays.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+}
+
 #[derive(Clone)]
 pub struct Client {
     reqwest: reqwest::Client,
@@ -167,7 +177,7 @@ pub struct Client {
 
 impl Client {
     pub fn new() -> Result<Client, reqwest::Error> {
-        let reqwest = reqwest::Client::builder()
+        let reqwest = client_builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .pool_idle_timeout(Duration::from_secs(90))
             .tcp_nodelay(true)

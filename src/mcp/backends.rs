@@ -703,7 +703,7 @@ impl Noting {
     fn new(route: Arc<Route>) -> Result<Noting, String> {
         // As rmcp's own client: no idle pooling (its SSE bodies are not always read to
         // their end), redirects only within the origin.
-        let inner = reqwest::Client::builder()
+        let inner = crate::upstream::client_builder()
             .pool_max_idle_per_host(0)
             .redirect(reqwest::redirect::Policy::custom(|attempt| {
                 let same = attempt

@@ -33,7 +33,7 @@ fn client() -> &'static reqwest::Client {
                 attempt.follow()
             }
         });
-        reqwest::Client::builder()
+        crate::upstream::client_builder()
             .redirect(policy)
             .connect_timeout(Duration::from_secs(10))
             .user_agent(concat!("llmhub/", env!("CARGO_PKG_VERSION")))

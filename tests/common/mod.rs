@@ -284,7 +284,7 @@ impl Server {
         Server {
             url: format!("http://{addr}"),
             hub,
-            client: reqwest::Client::new(),
+            client: llmhub::upstream::client_builder().build().unwrap(),
             _stop: stop,
             served,
             _watch: watch,
