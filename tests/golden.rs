@@ -179,6 +179,7 @@ async fn translate_stream<T: Translator>(sse: &str, mut translator: T) -> String
     while let Some(event) = events.next().await {
         let event = event.expect("well-formed SSE");
         match translator.event(event) {
+            Ok(Step::Chunk(chunk)) => lines.push(chunk),
             Ok(Step::Chunks(chunks)) => lines.extend(chunks),
             Ok(Step::Finished(chunks)) => {
                 lines.extend(chunks);

@@ -481,7 +481,9 @@ async fn sigterm_under_load_loses_no_answered_request() {
         .find(|l| l.contains("llmhub serving"))
         .expect("serving");
     std::thread::spawn(move || for _ in lines {});
-    let client = llmhub::upstream::client_builder().build().unwrap();
+    let client = llmhub::upstream::client_builder()
+        .build()
+        .expect("a reqwest client with the TLS provider installed");
     let url = format!("http://127.0.0.1:{port}/v1/chat/completions");
     let (answered_tx, mut answered_rx) = tokio::sync::mpsc::unbounded_channel::<bool>();
     let mut tasks = Vec::new();

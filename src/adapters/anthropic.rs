@@ -454,7 +454,7 @@ impl StreamTranslator {
 
 impl Translator for StreamTranslator {
     fn event(&mut self, event: Event) -> Result<Step, ProviderError> {
-        let data: Value = serde_json::from_str(&event.data).map_err(|e| {
+        let data: Value = serde_json::from_str(&event.text()).map_err(|e| {
             ProviderError::Protocol(format!("event `{}` is not JSON: {e}", event.event))
         })?;
         let kind = data

@@ -534,7 +534,7 @@ impl StreamTranslator {
 
 impl Translator for StreamTranslator {
     fn event(&mut self, event: Event) -> Result<Step, ProviderError> {
-        let data: Value = serde_json::from_str(&event.data)
+        let data: Value = serde_json::from_str(&event.text())
             .map_err(|e| ProviderError::Protocol(format!("stream chunk is not JSON: {e}")))?;
         if let Some((body, retry_after)) = error_shape(&data) {
             let status = data["error"]["code"]

@@ -18,6 +18,8 @@ use crate::registry::{Provider, Secret};
 
 /// What a translator makes of one upstream event.
 pub enum Step {
+    /// One chunk to send, and the stream goes on: a passed-through chunk, without a `Vec`.
+    Chunk(Bytes),
     /// Chunks to send (possibly none), and the stream goes on.
     Chunks(Vec<Bytes>),
     /// Chunks to send, and the answer is complete.
@@ -109,6 +111,7 @@ impl<T: Translator + Unpin> Stream for Translated<T> {
                 None => this.translator.closed().map(Step::Finished),
             };
             match step {
+                Ok(Step::Chunk(chunk)) => return Poll::Ready(Some(Ok(chunk))),
                 Ok(Step::Chunks(chunks)) => this.pending.extend(chunks),
                 Ok(Step::Finished(chunks)) => {
                     this.pending.extend(chunks);
@@ -132,15 +135,25 @@ impl<T: Translator + Unpin> Stream for Translated<T> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
     pub event: Cow<'static, str>,
-    pub data: String,
+    /// The bytes as sent: a one-line event's data is a slice of the read it came in, not
+    /// a copy. Passed-through chunks reach the client's own decoder unchanged; readers
+    /// that need the text take [`Event::text`].
+    pub data: Bytes,
+}
+
+impl Event {
+    /// The data as text, invalid UTF-8 replaced by U+FFFD as the standard says.
+    pub fn text(&self) -> Cow<'_, str> {
+        String::from_utf8_lossy(&self.data)
+    }
 }
 
 /// Server-sent events parsed from a body's reads as the HTML standard defines them
 /// (CRLF, LF or CR line ends; comments; `data` lines joined with LF; a leading BOM
 /// dropped; an event left incomplete at the end discarded), each line taken where it
-/// lies in the read. eventsource-stream did the same through a nom parser and a string
-/// buffer rebuilt per line, which was most of the time a stream spent in llmhub
-/// (bench/README.md, streaming rows).
+/// lies in the read. eventsource-stream did the same
+/// through a nom parser and a string buffer rebuilt per line, which was most of the time
+/// a stream spent in llmhub (bench/README.md, streaming rows).
 pub struct Events<S> {
     reads: S,
     /// The start of a line whose end has not arrived yet.
@@ -149,9 +162,18 @@ pub struct Events<S> {
     after_cr: bool,
     first_line: bool,
     event: String,
-    data: String,
+    data: Data,
     ready: VecDeque<Event>,
     ended: bool,
+}
+
+/// The `data` lines of the event being read.
+enum Data {
+    None,
+    /// The usual case: one line, kept as a slice of its read.
+    One(Bytes),
+    /// Lines joined with LF.
+    Many(BytesMut),
 }
 
 impl<S> Events<S> {
@@ -162,60 +184,59 @@ impl<S> Events<S> {
             after_cr: false,
             first_line: true,
             event: String::new(),
-            data: String::new(),
+            data: Data::None,
             ready: VecDeque::new(),
             ended: false,
         }
     }
 
-    fn feed(&mut self, mut read: &[u8]) {
-        if self.after_cr {
-            self.after_cr = false;
-            if let Some(rest) = read.strip_prefix(b"\n") {
-                read = rest;
-            }
+    fn feed(&mut self, read: &Bytes) {
+        let mut from = 0;
+        if std::mem::take(&mut self.after_cr) && read.first() == Some(&b'\n') {
+            from = 1;
         }
-        while let Some(at) = memchr::memchr2(b'\n', b'\r', read) {
+        while let Some(at) = memchr::memchr2(b'\n', b'\r', &read[from..]).map(|at| from + at) {
             if self.partial.is_empty() {
-                self.line(&read[..at]);
+                self.line(read, from, at);
             } else {
-                self.partial.extend_from_slice(&read[..at]);
-                let line = std::mem::take(&mut self.partial);
-                self.line(&line);
+                self.partial.extend_from_slice(&read[from..at]);
+                let line = std::mem::take(&mut self.partial).freeze();
+                self.line(&line, 0, line.len());
             }
-            let mut next = at + 1;
+            from = at + 1;
             if read[at] == b'\r' {
-                match read.get(next) {
-                    Some(b'\n') => next += 1,
+                match read.get(from) {
+                    Some(b'\n') => from += 1,
                     Some(_) => {}
                     None => self.after_cr = true,
                 }
             }
-            read = &read[next..];
         }
-        self.partial.extend_from_slice(read);
+        self.partial.extend_from_slice(&read[from..]);
     }
 
-    fn line(&mut self, mut line: &[u8]) {
-        if std::mem::take(&mut self.first_line) {
-            line = line.strip_prefix("\u{feff}".as_bytes()).unwrap_or(line);
+    /// The line `source[start..end]`.
+    fn line(&mut self, source: &Bytes, mut start: usize, end: usize) {
+        if std::mem::take(&mut self.first_line)
+            && source[start..end].starts_with("\u{feff}".as_bytes())
+        {
+            start += "\u{feff}".len();
         }
+        let line = &source[start..end];
         if line.is_empty() {
-            if self.data.is_empty() {
-                self.event.clear();
-                return;
-            }
-            if self.data.ends_with('\n') {
-                self.data.pop();
-            }
+            let data = match std::mem::replace(&mut self.data, Data::None) {
+                Data::None => {
+                    self.event.clear();
+                    return;
+                }
+                Data::One(data) => data,
+                Data::Many(data) => data.freeze(),
+            };
             let event = match std::mem::take(&mut self.event) {
                 name if name.is_empty() => Cow::Borrowed("message"),
                 name => Cow::Owned(name),
             };
-            self.ready.push_back(Event {
-                event,
-                data: std::mem::take(&mut self.data),
-            });
+            self.ready.push_back(Event { event, data });
             return;
         }
         if line[0] == b':' {
@@ -223,32 +244,34 @@ impl<S> Events<S> {
         }
         let (field, value) = match memchr::memchr(b':', line) {
             Some(at) => {
-                let value = &line[at + 1..];
-                (&line[..at], value.strip_prefix(b" ").unwrap_or(value))
+                let value = at + 1 + usize::from(line.get(at + 1) == Some(&b' '));
+                (&line[..at], start + value)
             }
-            None => (line, &b""[..]),
+            None => (line, end),
         };
         match field {
             b"data" => {
-                // One allocation for the usual one-line event, not a second to add the LF.
-                self.data.reserve(value.len() + 1);
-                self.data.push_str(&text(value));
-                self.data.push('\n');
+                let value = source.slice(value..end);
+                self.data = match std::mem::replace(&mut self.data, Data::None) {
+                    Data::None => Data::One(value),
+                    Data::One(first) => {
+                        let mut joined = BytesMut::with_capacity(first.len() + 1 + value.len());
+                        joined.extend_from_slice(&first);
+                        joined.extend_from_slice(b"\n");
+                        joined.extend_from_slice(&value);
+                        Data::Many(joined)
+                    }
+                    Data::Many(mut joined) => {
+                        joined.extend_from_slice(b"\n");
+                        joined.extend_from_slice(&value);
+                        Data::Many(joined)
+                    }
+                };
             }
-            b"event" => self.event = text(value).into_owned(),
+            b"event" => self.event = String::from_utf8_lossy(&source[value..end]).into_owned(),
             // `id` and `retry` steer a browser's reconnection, which llmhub never does.
             _ => {}
         }
-    }
-}
-
-/// A field's value as text; invalid UTF-8 becomes U+FFFD as the standard says. Valid text
-/// (every real stream) takes the fast check: the lossy decoder alone was 14 % of a
-/// stream's time.
-fn text(bytes: &[u8]) -> Cow<'_, str> {
-    match std::str::from_utf8(bytes) {
-        Ok(text) => Cow::Borrowed(text),
-        Err(_) => String::from_utf8_lossy(bytes),
     }
 }
 
@@ -290,23 +313,23 @@ pub struct Passthrough {
 
 impl Translator for Passthrough {
     fn event(&mut self, event: Event) -> Result<Step, ProviderError> {
-        let data = event.data.trim();
-        if data == "[DONE]" {
+        let data = event.data.trim_ascii();
+        if data == b"[DONE]" {
             return Ok(Step::Finished(Vec::new()));
         }
         if data.is_empty() {
             return Ok(Step::Chunks(Vec::new()));
         }
         static ERROR: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"error\""));
-        if ERROR.find(data.as_bytes()).is_some() && is_error_event(data) {
+        if ERROR.find(data).is_some() && is_error_event(data) {
             return Err(ProviderError::StreamError {
-                body: Bytes::from(data.to_string()),
+                body: Bytes::copy_from_slice(data),
             });
         }
         if !self.finished && has_finish_reason(data) {
             self.finished = true;
         }
-        Ok(Step::Chunks(vec![Bytes::from(event.data)]))
+        Ok(Step::Chunk(event.data))
     }
 
     /// Some compatible servers close without `[DONE]`: the answer is whole only if a
@@ -324,8 +347,8 @@ impl Translator for Passthrough {
 }
 
 /// A top-level `error` member that is not null: OpenAI's mid-stream error event.
-fn is_error_event(data: &str) -> bool {
-    serde_json::from_str::<serde_json::Value>(data)
+fn is_error_event(data: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Value>(data)
         .ok()
         .and_then(|v| v.get("error").map(|e| !e.is_null()))
         .unwrap_or(false)
@@ -333,9 +356,9 @@ fn is_error_event(data: &str) -> bool {
 
 /// Whether a chunk has a non-null `finish_reason`, without parsing it: every OpenAI
 /// chunk carries `"finish_reason":null` until the last.
-fn has_finish_reason(data: &str) -> bool {
+fn has_finish_reason(data: &[u8]) -> bool {
     static FINDER: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"finish_reason\""));
-    member_starts_with(data.as_bytes(), &FINDER, b'"')
+    member_starts_with(data, &FINDER, b'"')
 }
 
 /// Whether some member `key` (a finder for `"name"`, quotes included) of a chunk's JSON
@@ -372,7 +395,8 @@ mod tests {
             .into_iter()
             .map(|e| {
                 let e = e.expect("no read fails");
-                (e.event.into_owned(), e.data)
+                let data = e.text().into_owned();
+                (e.event.into_owned(), data)
             })
             .collect()
     }
@@ -383,12 +407,13 @@ mod tests {
 
     #[test]
     fn events_follow_the_html_standard() {
-        let text = b"\xef\xbb\xbfdata: one\n\n: a comment\nevent: named\ndata:two\ndata:  three\n\nid: 7\nretry: 10\n\ndata\n\nunknown: x\ndata: {\"a\":\"b: c\"}\n\n";
+        let text = b"\xef\xbb\xbfdata: one\n\n: a comment\nevent: named\ndata:two\ndata:  three\n\nid: 7\nretry: 10\n\ndata\n\nunknown: x\ndata: {\"a\":\"b: c\"}\n\ndata: 1\ndata:\ndata: 3\n\n";
         let expected = vec![
             ev("message", "one"),
             ev("named", "two\n three"),
             ev("message", ""),
             ev("message", "{\"a\":\"b: c\"}"),
+            ev("message", "1\n\n3"),
         ];
         assert_eq!(parse(&[text]), expected);
         // Every way of cutting the same bytes into reads gives the same events.
@@ -435,23 +460,23 @@ mod tests {
     #[test]
     fn a_finish_reason_is_found_in_any_spacing() {
         assert!(has_finish_reason(
-            r#"{"choices":[{"delta":{},"finish_reason":"stop"}]}"#
+            br#"{"choices":[{"delta":{},"finish_reason":"stop"}]}"#
         ));
         assert!(has_finish_reason(
-            r#"{"choices":[{"delta":{}, "finish_reason" : "length"}]}"#
+            br#"{"choices":[{"delta":{}, "finish_reason" : "length"}]}"#
         ));
         assert!(!has_finish_reason(
-            r#"{"choices":[{"delta":{"content":"finish_reason"},"finish_reason":null}]}"#
+            br#"{"choices":[{"delta":{"content":"finish_reason"},"finish_reason":null}]}"#
         ));
-        assert!(!has_finish_reason(r#"{"choices":[]}"#));
+        assert!(!has_finish_reason(br#"{"choices":[]}"#));
     }
 
     #[test]
     fn only_a_non_null_error_member_is_an_error_event() {
-        assert!(is_error_event(r#"{"error":{"message":"overloaded"}}"#));
-        assert!(!is_error_event(r#"{"error":null,"choices":[]}"#));
+        assert!(is_error_event(br#"{"error":{"message":"overloaded"}}"#));
+        assert!(!is_error_event(br#"{"error":null,"choices":[]}"#));
         assert!(!is_error_event(
-            r#"{"choices":[{"delta":{"content":"\"error\""}}]}"#
+            br#"{"choices":[{"delta":{"content":"\"error\""}}]}"#
         ));
     }
 }

@@ -468,7 +468,8 @@ impl View {
             let mut events = crate::adapters::sse::Events::new(response.bytes_stream());
             while let Some(event) = events.next().await {
                 let event = event.map_err(Failed::because)?;
-                let Ok(message) = serde_json::from_str::<Message<'_>>(&event.data) else {
+                let text = event.text();
+                let Ok(message) = serde_json::from_str::<Message<'_>>(&text) else {
                     continue;
                 };
                 if let Some(out) = message.answer(&want) {

@@ -284,7 +284,9 @@ impl Server {
         Server {
             url: format!("http://{addr}"),
             hub,
-            client: llmhub::upstream::client_builder().build().unwrap(),
+            client: llmhub::upstream::client_builder()
+                .build()
+                .expect("a reqwest client with the TLS provider installed"),
             _stop: stop,
             served,
             _watch: watch,
