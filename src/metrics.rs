@@ -9,8 +9,10 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use std::sync::Arc;
+use rustc_hash::{FxHashMap, FxHasher};
+use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicI64, AtomicU64};
+use std::sync::{Arc, OnceLock, RwLock};
 
 /// What a model label says when the address named a model providers.d does not list.
 pub const UNLISTED: &str = "unlisted";
@@ -79,6 +81,34 @@ fn seconds() -> Histogram {
     Histogram::new(exponential_buckets(0.005, 2.0, 15))
 }
 
+/// The series one answer updates, found once per label combination: each family is a
+/// map behind a lock hashed with SipHash, and looking up five of them with freshly made
+/// label sets was 3.4k instructions per answer (bench/README.md). Series appear in the
+/// exposition when first updated, as before: those not every answer touches wait in a
+/// `OnceLock`.
+struct Series {
+    surface: &'static str,
+    status: &'static str,
+    provider: Name,
+    model: Name,
+    requests: Counter,
+    duration: Histogram,
+    ttft: OnceLock<Histogram>,
+    /// By the position of the kind in [`Observation::tokens`], with the kind it was made for.
+    tokens: [OnceLock<(&'static str, Counter)>; 4],
+    cost: OnceLock<Counter<f64, AtomicU64>>,
+    answered: OnceLock<Counter>,
+}
+
+impl Series {
+    fn is(&self, surface: &str, provider: &str, model: &str, status: &str) -> bool {
+        self.surface == surface
+            && self.status == status
+            && *self.provider == provider
+            && *self.model == model
+    }
+}
+
 /// One observed request, in configuration terms (see the module doc).
 pub struct Observation<'a> {
     pub surface: &'static str,
@@ -121,6 +151,9 @@ pub struct Metrics {
     ledger_written: Gauge,
     ledger_dropped: Gauge,
     ledger_queued: Gauge<i64, AtomicI64>,
+    /// By the hash of their labels; label values come from configuration, so this is as
+    /// bounded as the families.
+    series: RwLock<FxHashMap<u64, Vec<Arc<Series>>>>,
 }
 
 impl Default for Metrics {
@@ -228,7 +261,63 @@ impl Metrics {
             ledger_written,
             ledger_dropped,
             ledger_queued,
+            series: RwLock::default(),
         }
+    }
+
+    fn series(
+        &self,
+        surface: &'static str,
+        provider: &str,
+        model: &str,
+        status: &'static str,
+    ) -> Arc<Series> {
+        let mut hasher = FxHasher::default();
+        (surface, provider, model, status).hash(&mut hasher);
+        let key = hasher.finish();
+        let found = |map: &FxHashMap<u64, Vec<Arc<Series>>>| {
+            map.get(&key)?
+                .iter()
+                .find(|s| s.is(surface, provider, model, status))
+                .cloned()
+        };
+        if let Some(series) = found(&self.series.read().unwrap_or_else(|e| e.into_inner())) {
+            return series;
+        }
+        let mut map = self.series.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(series) = found(&map) {
+            return series;
+        }
+        let provider = Name::new(provider.to_string());
+        let model = Name::new(model.to_string());
+        let series = Arc::new(Series {
+            requests: self
+                .requests
+                .get_or_create(&RequestLabels {
+                    surface,
+                    provider: provider.clone(),
+                    model: model.clone(),
+                    status,
+                })
+                .clone(),
+            duration: self
+                .duration
+                .get_or_create(&LatencyLabels {
+                    surface,
+                    provider: provider.clone(),
+                })
+                .clone(),
+            surface,
+            status,
+            provider,
+            model,
+            ttft: OnceLock::new(),
+            tokens: Default::default(),
+            cost: OnceLock::new(),
+            answered: OnceLock::new(),
+        });
+        map.entry(key).or_default().push(series.clone());
+        series
     }
 
     pub fn observe(&self, o: &Observation<'_>) {
@@ -244,51 +333,69 @@ impl Metrics {
             500..=599 => "5xx",
             _ => "other",
         };
-        let provider = Name::new(provider.to_string());
-        let model = Name::new(model.to_string());
-        self.requests
-            .get_or_create(&RequestLabels {
-                surface: o.surface,
-                provider: provider.clone(),
-                model: model.clone(),
-                status,
-            })
-            .inc();
-        self.duration
-            .get_or_create(&LatencyLabels {
-                surface: o.surface,
-                provider: provider.clone(),
-            })
-            .observe(o.latency_s);
+        let series = self.series(o.surface, provider, model, status);
+        series.requests.inc();
+        series.duration.observe(o.latency_s);
         if let Some(t) = o.ttft_s {
-            self.ttft
-                .get_or_create(&ProviderLabel {
-                    provider: provider.clone(),
+            series
+                .ttft
+                .get_or_init(|| {
+                    self.ttft
+                        .get_or_create(&ProviderLabel {
+                            provider: series.provider.clone(),
+                        })
+                        .clone()
                 })
                 .observe(t);
         }
-        for (kind, n) in o.tokens {
-            if n > 0 {
-                self.tokens
-                    .get_or_create(&TokenLabels {
-                        provider: provider.clone(),
-                        model: model.clone(),
-                        kind,
-                    })
-                    .inc_by(n);
+        for ((kind, n), slot) in o.tokens.into_iter().zip(&series.tokens) {
+            if n == 0 {
+                continue;
             }
+            let make = || {
+                let labels = TokenLabels {
+                    provider: series.provider.clone(),
+                    model: series.model.clone(),
+                    kind,
+                };
+                (kind, self.tokens.get_or_create(&labels).clone())
+            };
+            match slot.get_or_init(make) {
+                (made_for, counter) if *made_for == kind => counter.inc_by(n),
+                // A caller that orders the kinds differently still counts right.
+                _ => make().1.inc_by(n),
+            };
         }
         if let Some(c) = o.cost_usd.filter(|c| *c > 0.0) {
-            self.cost
-                .get_or_create(&ModelLabels {
-                    provider: provider.clone(),
-                    model: model.clone(),
+            series
+                .cost
+                .get_or_init(|| {
+                    self.cost
+                        .get_or_create(&ModelLabels {
+                            provider: series.provider.clone(),
+                            model: series.model.clone(),
+                        })
+                        .clone()
                 })
                 .inc_by(c);
         }
         for (p, outcome) in o.attempts {
-            let provider = if *p == *provider {
-                provider.clone()
+            if *p == **series.provider && *outcome == "answered" {
+                series
+                    .answered
+                    .get_or_init(|| {
+                        self.attempts
+                            .get_or_create(&AttemptLabels {
+                                provider: series.provider.clone(),
+                                outcome,
+                            })
+                            .clone()
+                    })
+                    .inc();
+                continue;
+            }
+            let provider = if *p == **series.provider {
+                series.provider.clone()
             } else {
                 Name::new(p.clone())
             };
@@ -338,5 +445,88 @@ impl Metrics {
             tracing::error!(error = %e, "cannot render metrics");
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn observation<'a>(
+        model: &'a str,
+        status: u16,
+        tokens: [(&'static str, u64); 4],
+        attempts: &'a [(String, &'static str)],
+    ) -> Observation<'a> {
+        Observation {
+            surface: "openai",
+            provider: "p",
+            model,
+            status,
+            latency_s: 0.01,
+            ttft_s: None,
+            tokens,
+            cost_usd: None,
+            attempts,
+        }
+    }
+
+    fn line<'a>(text: &'a str, starts: &str) -> Option<&'a str> {
+        text.lines().find(|l| l.starts_with(starts))
+    }
+
+    #[test]
+    fn each_label_set_counts_on_its_own_series() {
+        let metrics = Metrics::new();
+        let answered = [("q".to_string(), "failed"), ("p".to_string(), "answered")];
+        let kinds = [("input", 5), ("cached", 0), ("output", 2), ("reasoning", 0)];
+        metrics.observe(&observation("a", 200, kinds, &answered));
+        metrics.observe(&observation("a", 200, kinds, &answered));
+        metrics.observe(&observation("b", 503, kinds, &[]));
+        // The same kinds in another order still count under their own names.
+        let swapped = [("output", 1), ("cached", 0), ("input", 3), ("reasoning", 0)];
+        metrics.observe(&observation("a", 200, swapped, &[]));
+        let text = metrics.render(Scrape::default());
+        let value = |starts: &str| {
+            line(&text, starts)
+                .and_then(|l| l.rsplit(' ').next())
+                .unwrap_or_else(|| panic!("no line {starts} in\n{text}"))
+                .to_string()
+        };
+        assert_eq!(
+            value(r#"llmhub_requests_total{surface="openai",provider="p",model="a",status="2xx"}"#),
+            "3"
+        );
+        assert_eq!(
+            value(r#"llmhub_requests_total{surface="openai",provider="p",model="b",status="5xx"}"#),
+            "1"
+        );
+        assert_eq!(
+            value(r#"llmhub_tokens_total{provider="p",model="a",kind="input"}"#),
+            "13"
+        );
+        assert_eq!(
+            value(r#"llmhub_tokens_total{provider="p",model="a",kind="output"}"#),
+            "5"
+        );
+        assert!(
+            line(
+                &text,
+                r#"llmhub_tokens_total{provider="p",model="a",kind="cached"}"#
+            )
+            .is_none()
+        );
+        assert_eq!(
+            value(r#"llmhub_upstream_attempts_total{provider="p",outcome="answered"}"#),
+            "2"
+        );
+        assert_eq!(
+            value(r#"llmhub_upstream_attempts_total{provider="q",outcome="failed"}"#),
+            "2"
+        );
+        assert_eq!(
+            value(r#"llmhub_request_duration_seconds_count{surface="openai",provider="p"}"#),
+            "4"
+        );
     }
 }
