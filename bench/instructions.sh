@@ -12,8 +12,10 @@ command -v valgrind >/dev/null || { echo "valgrind is needed: apt-get install -y
 command -v wrk >/dev/null || { echo "wrk is needed: apt-get install -y wrk" >&2; exit 1; }
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || { echo "nginx is needed: apt-get install -y nginx-light" >&2; exit 1; }
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-bin=${LLMHUB_BIN:-target/release/llmhub}
-[ -n "${LLMHUB_BIN:-}" ] || cargo build --release --quiet --bin llmhub
+# PROFILE=dist measures the production build (fat LTO, bench/README.md) instead of --release.
+profile=${PROFILE:-release}
+bin=${LLMHUB_BIN:-target/$profile/llmhub}
+[ -n "${LLMHUB_BIN:-}" ] || cargo build --profile "$profile" --quiet --bin llmhub
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 up_port=$(free_port)

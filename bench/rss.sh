@@ -8,8 +8,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 addr=127.0.0.1:9151
 # LLMHUB_BIN=path measures another build (an A/B of build settings) instead of this tree's.
-bin=${LLMHUB_BIN:-target/release/llmhub}
-[ -n "${LLMHUB_BIN:-}" ] || cargo build --release --quiet --bin llmhub
+# PROFILE=dist measures the production build (fat LTO, bench/README.md) instead of --release.
+profile=${PROFILE:-release}
+bin=${LLMHUB_BIN:-target/$profile/llmhub}
+[ -n "${LLMHUB_BIN:-}" ] || cargo build --profile "$profile" --quiet --bin llmhub
 work=$(mktemp -d)
 pid=
 cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$work"; }
