@@ -17,7 +17,7 @@ use serde_json::json;
 use super::mcp_direct::{Shortcut, session_id};
 use crate::hub::Hub;
 use crate::mcp::sessions::SessionError;
-use crate::mcp::{HttpEndpoint, LiveSessions, Mcp};
+use crate::mcp::{HttpEndpoint, HttpService, LiveSessions, Mcp};
 
 /// JSON-RPC's codes for a body that is not JSON, and for a request the server refuses.
 const PARSE_ERROR: i64 = -32700;
@@ -30,6 +30,7 @@ struct Guard {
     hub: Arc<Hub>,
     sessions: LiveSessions,
     shortcut: Arc<Shortcut>,
+    service: HttpService,
 }
 
 /// The endpoint behind the guard.
@@ -38,8 +39,9 @@ pub fn endpoint(hub: Arc<Hub>, endpoint: HttpEndpoint) -> MethodRouter<Arc<Hub>>
         hub,
         sessions: endpoint.sessions,
         shortcut: Arc::new(Shortcut::new(endpoint.handler, &endpoint.allowed_hosts)),
+        service: endpoint.service,
     };
-    axum::routing::any_service(endpoint.service).layer(middleware::from_fn_with_state(guard, check))
+    axum::routing::any(check).with_state(guard)
 }
 
 #[derive(Clone)]
@@ -100,7 +102,7 @@ fn rpc_error(status: StatusCode, code: i64, message: impl Into<String>) -> Respo
     (status, axum::Json(body)).into_response()
 }
 
-async fn check(State(guard): State<Guard>, request: Request, next: Next) -> Response {
+async fn check(State(guard): State<Guard>, request: Request) -> Response {
     let request = match *request.method() {
         Method::POST => {
             let (parts, bytes) = match read(&guard.hub, request).await {
@@ -144,7 +146,7 @@ async fn check(State(guard): State<Guard>, request: Request, next: Next) -> Resp
     };
     let deleting = request.method() == Method::DELETE;
     let session = session_id(request.headers()).map(str::to_string);
-    let response = next.run(request).await;
+    let response = guard.service.handle(request).await.into_response();
     // Only sessions rmcp accepted are noted: made-up ids must not fill the table.
     if let Some(id) = session
         .as_deref()

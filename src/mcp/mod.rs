@@ -1193,12 +1193,32 @@ pub async fn serve_stdio(hub: Arc<Hub>, profile: Option<String>) -> anyhow::Resu
 /// One streamable HTTP endpoint and its sessions, so the HTTP side can tell a live
 /// session from a made-up id.
 pub struct HttpEndpoint {
-    pub service: StreamableHttpService<Handler, LocalSessionManager>,
+    pub service: HttpService,
     pub sessions: LiveSessions,
     /// The service's handler, for calls the HTTP side answers itself.
     pub handler: Handler,
     /// `Host` values the service accepts.
     pub allowed_hosts: Vec<String>,
+}
+
+/// rmcp's streamable HTTP service, shared. As a route's `tower` service it was cloned for
+/// every request by axum and again by its own `call`, each clone copying the config's
+/// host and origin lists (about a tenth of an MCP call's instructions); `handle` needs
+/// only `&self`.
+#[derive(Clone)]
+pub struct HttpService(Arc<StreamableHttpService<Handler, LocalSessionManager>>);
+
+impl HttpService {
+    pub async fn handle<B>(
+        &self,
+        request: http::Request<B>,
+    ) -> http::Response<http_body_util::combinators::BoxBody<bytes::Bytes, std::convert::Infallible>>
+    where
+        B: hyper::body::Body + Send + 'static,
+        B::Error: std::fmt::Display,
+    {
+        self.0.handle(request).await
+    }
 }
 
 #[derive(Clone)]
@@ -1251,7 +1271,11 @@ fn service_of(mcp: &Mcp, handler: Handler, ct: CancellationToken) -> HttpEndpoin
     let sessions = Arc::new(LocalSessionManager::default());
     let factory = handler.clone();
     HttpEndpoint {
-        service: StreamableHttpService::new(move || Ok(factory.clone()), sessions.clone(), config),
+        service: HttpService(Arc::new(StreamableHttpService::new(
+            move || Ok(factory.clone()),
+            sessions.clone(),
+            config,
+        ))),
         sessions: LiveSessions(sessions),
         handler,
         allowed_hosts: hosts,
