@@ -212,6 +212,24 @@ async fn filters_the_name_rule_and_collisions_leave_tools_out_with_a_reason() {
         left_out.contains("z: `c` left out: `a__b__c` is already offered by backend a"),
         "{left_out}"
     );
+    // Calls go where the list says: the colliding name to the backend that offers it,
+    // and names left out are unknown.
+    let routed = call(&client, "a__b__c", json!({})).await;
+    assert_eq!(text(&routed), "b__c got {}", "{routed:?}");
+    for hidden in ["a__search_secrets", "a__delete_repo", "z__c"] {
+        let refused = client
+            .call_tool(CallToolRequestParams::new(hidden).with_arguments(Map::new()))
+            .await
+            .expect_err(hidden)
+            .to_string();
+        assert!(refused.contains("unknown tool"), "{hidden}: {refused}");
+    }
+    let offered = call(&client, "a__search_issues", json!({"q": 1})).await;
+    assert_eq!(
+        text(&offered),
+        r#"search_issues got {"q":1}"#,
+        "{offered:?}"
+    );
 }
 
 #[tokio::test]

@@ -263,25 +263,34 @@ impl View {
         taken: &BTreeSet<String>,
         name: &str,
     ) -> Option<Exposed<Tool>> {
-        let (names, _) = self.expose(separator, taken, |live| {
-            live.tools
-                .iter()
-                .map(|t| (t.name.to_string(), ()))
-                .collect()
-        });
-        let found = names.into_iter().find(|e| e.name == name)?;
-        let (_, state) = self.0.iter().find(|(n, _)| *n == found.backend)?;
-        let item = lock(&state.live)
-            .tools
-            .iter()
-            .find(|t| t.name == found.original)?
-            .clone();
-        Some(Exposed {
-            name: found.name,
-            backend: found.backend,
-            original: found.original,
-            item,
-        })
+        // What `tools` would offer under `name`, without exposing every tool to find one:
+        // backends in the same order, so the first to offer a name keeps it.
+        if taken.contains(name) || !crate::registry::is_name(name, 64) {
+            return None;
+        }
+        for (backend, state) in &self.0 {
+            // Lock order: spec, then live.
+            let spec = lock(&state.spec);
+            let Some(original) = name
+                .strip_prefix(spec.prefix.as_str())
+                .and_then(|rest| rest.strip_prefix(separator))
+            else {
+                continue;
+            };
+            let live = lock(&state.live);
+            if live.phase != Phase::Connected || !spec.wants(original) {
+                continue;
+            }
+            if let Some(item) = live.tools.iter().find(|t| t.name == original) {
+                return Some(Exposed {
+                    name: name.to_string(),
+                    backend: backend.clone(),
+                    original: original.to_string(),
+                    item: item.clone(),
+                });
+            }
+        }
+        None
     }
 
     pub fn prompts(
