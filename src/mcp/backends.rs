@@ -255,17 +255,18 @@ impl View {
         })
     }
 
-    /// The backend tool offered as `name`, if one is: the same rules as [`View::tools`],
-    /// without copying every tool's definition (a call looks one up each time).
+    /// The backend tool offered as `name`, if one is: the same rules as [`View::tools`]
+    /// (`taken` says which names llmhub's own tools hold), without copying every tool's
+    /// definition (a call looks one up each time).
     pub fn tool(
         &self,
         separator: &str,
-        taken: &BTreeSet<String>,
+        taken: impl Fn(&str) -> bool,
         name: &str,
     ) -> Option<Exposed<Tool>> {
         // What `tools` would offer under `name`, without exposing every tool to find one:
         // backends in the same order, so the first to offer a name keeps it.
-        if taken.contains(name) || !crate::registry::is_name(name, 64) {
+        if taken(name) || !crate::registry::is_name(name, 64) {
             return None;
         }
         for (backend, state) in &self.0 {

@@ -100,6 +100,11 @@ impl Mcp {
         }
     }
 
+    /// Whether `name` is one of llmhub's own tools (built-in or a configured prompt tool).
+    fn is_own_name(registry: &Registry, name: &str) -> bool {
+        tools::BUILTIN_NAMES.contains(&name) || registry.tools.contains_key(name)
+    }
+
     /// Names llmhub's own tools take (built-in and every configured prompt tool).
     pub(crate) fn own_names(registry: &Registry) -> BTreeSet<String> {
         tools::BUILTIN_NAMES
@@ -606,7 +611,7 @@ impl Handler {
         let offer = self.offer(registry, session.as_deref()).map_err(Err)?;
         let backend = offer.view.tool(
             &registry.settings.mcp_tool_separator,
-            &Mcp::own_names(registry),
+            |n| Mcp::is_own_name(registry, n),
             name,
         );
         let server = backend.as_ref().map(|e| e.backend.as_str());
