@@ -151,9 +151,10 @@ impl Event {
 /// Server-sent events parsed from a body's reads as the HTML standard defines them
 /// (CRLF, LF or CR line ends; comments; `data` lines joined with LF; a leading BOM
 /// dropped; an event left incomplete at the end discarded), each line taken where it
-/// lies in the read. eventsource-stream did the same
-/// through a nom parser and a string buffer rebuilt per line, which was most of the time
-/// a stream spent in llmhub (bench/README.md, streaming rows).
+/// lies in the read. The data bytes are kept as sent: decoding them (U+FFFD for invalid
+/// UTF-8) is left to whoever reads them as text. eventsource-stream did the same through
+/// a nom parser and a string buffer rebuilt per line, which was most of the time a
+/// stream spent in llmhub (bench/README.md, streaming rows).
 pub struct Events<S> {
     reads: S,
     /// The start of a line whose end has not arrived yet.

@@ -1208,7 +1208,7 @@ pub struct HttpEndpoint {
 
 /// rmcp's streamable HTTP service, shared. As a route's `tower` service it was cloned for
 /// every request by axum and again by its own `call`, each clone copying the config's
-/// host and origin lists (about a tenth of an MCP call's instructions); `handle` needs
+/// host and origin lists (nearly a third of an MCP call's instructions); `handle` needs
 /// only `&self`.
 #[derive(Clone)]
 pub struct HttpService(Arc<StreamableHttpService<Handler, LocalSessionManager>>);
