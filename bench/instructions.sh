@@ -4,7 +4,7 @@
 # Counts instructions, not seconds, so two builds compare on this shared, noisy machine
 # (the same build gives the same count within about 1 %). Prints the total per request
 # and the functions of llmhub's own request path that cost the most, inclusive.
-# Usage: bench/instructions.sh [seconds]   (LLMHUB_BIN=path measures another build)
+# Usage: bench/instructions.sh [seconds]   (LLMHUB_BIN=path or PROFILE=dist: bench/bin.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
@@ -12,10 +12,8 @@ command -v valgrind >/dev/null || { echo "valgrind is needed: apt-get install -y
 command -v wrk >/dev/null || { echo "wrk is needed: apt-get install -y wrk" >&2; exit 1; }
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || { echo "nginx is needed: apt-get install -y nginx-light" >&2; exit 1; }
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-# PROFILE=dist measures the production build (fat LTO, bench/README.md) instead of --release.
-profile=${PROFILE:-release}
-bin=${LLMHUB_BIN:-target/$profile/llmhub}
-[ -n "${LLMHUB_BIN:-}" ] || cargo build --profile "$profile" --quiet --bin llmhub
+# The build to measure (LLMHUB_BIN, PROFILE=dist): see bench/bin.sh.
+. bench/bin.sh
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 up_port=$(free_port)

@@ -11,11 +11,8 @@ secs=${1:-10}
 back_addr=127.0.0.1:9141
 agg_addr=127.0.0.1:9142
 command -v wrk >/dev/null || { echo "wrk is needed: apt-get install -y wrk" >&2; exit 1; }
-# LLMHUB_BIN=path measures another build (an A/B of build settings) instead of this tree's.
-# PROFILE=dist measures the production build (fat LTO, bench/README.md) instead of --release.
-profile=${PROFILE:-release}
-bin=${LLMHUB_BIN:-target/$profile/llmhub}
-[ -n "${LLMHUB_BIN:-}" ] || cargo build --profile "$profile" --quiet --bin llmhub
+# The build to measure (LLMHUB_BIN, PROFILE=dist): see bench/bin.sh.
+. bench/bin.sh
 
 work=$(mktemp -d)
 pids=()

@@ -19,11 +19,8 @@ stream_proxy_port=9135
 command -v wrk >/dev/null || { echo "wrk is needed: apt-get install -y wrk" >&2; exit 1; }
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || { echo "nginx is needed: apt-get install -y nginx-light" >&2; exit 1; }
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-# LLMHUB_BIN=path measures another build (an A/B of build settings) instead of this tree's.
-# PROFILE=dist measures the production build (fat LTO, bench/README.md) instead of --release.
-profile=${PROFILE:-release}
-bin=${LLMHUB_BIN:-target/$profile/llmhub}
-[ -n "${LLMHUB_BIN:-}" ] || cargo build --profile "$profile" --quiet --bin llmhub
+# The build to measure (LLMHUB_BIN, PROFILE=dist): see bench/bin.sh.
+. bench/bin.sh
 
 work=$(mktemp -d)
 pids=()

@@ -7,11 +7,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 addr=127.0.0.1:9151
-# LLMHUB_BIN=path measures another build (an A/B of build settings) instead of this tree's.
-# PROFILE=dist measures the production build (fat LTO, bench/README.md) instead of --release.
-profile=${PROFILE:-release}
-bin=${LLMHUB_BIN:-target/$profile/llmhub}
-[ -n "${LLMHUB_BIN:-}" ] || cargo build --profile "$profile" --quiet --bin llmhub
+# The build to measure (LLMHUB_BIN, PROFILE=dist): see bench/bin.sh.
+. bench/bin.sh
 work=$(mktemp -d)
 pid=
 cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$work"; }

@@ -205,7 +205,7 @@ impl Backends {
     pub fn tools(
         &self,
         separator: &str,
-        taken: &BTreeSet<String>,
+        taken: &dyn Fn(&str) -> bool,
     ) -> (Vec<Exposed<Tool>>, Vec<String>) {
         self.view().tools(separator, taken)
     }
@@ -213,7 +213,7 @@ impl Backends {
     pub fn health(
         &self,
         separator: &str,
-        taken: &BTreeSet<String>,
+        taken: &dyn Fn(&str) -> bool,
     ) -> BTreeMap<String, BackendHealth> {
         self.view().health(separator, taken)
     }
@@ -245,7 +245,7 @@ impl View {
     pub fn tools(
         &self,
         separator: &str,
-        taken: &BTreeSet<String>,
+        taken: &dyn Fn(&str) -> bool,
     ) -> (Vec<Exposed<Tool>>, Vec<String>) {
         self.expose(separator, taken, |live| {
             live.tools
@@ -255,13 +255,12 @@ impl View {
         })
     }
 
-    /// The backend tool offered as `name`, if one is: the same rules as [`View::tools`]
-    /// (`taken` says which names llmhub's own tools hold), without copying every tool's
-    /// definition (a call looks one up each time).
+    /// The backend tool offered as `name`, if one is: the same rules as [`View::tools`],
+    /// without copying every tool's definition (a call looks one up each time).
     pub fn tool(
         &self,
         separator: &str,
-        taken: impl Fn(&str) -> bool,
+        taken: &dyn Fn(&str) -> bool,
         name: &str,
     ) -> Option<Exposed<Tool>> {
         // What `tools` would offer under `name`, without exposing every tool to find one:
@@ -297,7 +296,7 @@ impl View {
     pub fn prompts(
         &self,
         separator: &str,
-        taken: &BTreeSet<String>,
+        taken: &dyn Fn(&str) -> bool,
     ) -> (Vec<Exposed<Prompt>>, Vec<String>) {
         self.expose(separator, taken, |live| {
             live.prompts
@@ -310,7 +309,7 @@ impl View {
     fn expose<T: Clone>(
         &self,
         separator: &str,
-        taken: &BTreeSet<String>,
+        taken: &dyn Fn(&str) -> bool,
         items: impl Fn(&Live) -> Vec<(String, T)>,
     ) -> (Vec<Exposed<T>>, Vec<String>) {
         let mut out: Vec<Exposed<T>> = Vec::new();
@@ -334,7 +333,7 @@ impl View {
                     ));
                     continue;
                 }
-                if taken.contains(&exposed) {
+                if taken(&exposed) {
                     problems.push(format!("{name}: `{original}` left out: `{exposed}` is the name of one of llmhub's own tools"));
                     continue;
                 }
@@ -529,7 +528,7 @@ impl View {
     pub fn health(
         &self,
         separator: &str,
-        taken: &BTreeSet<String>,
+        taken: &dyn Fn(&str) -> bool,
     ) -> BTreeMap<String, BackendHealth> {
         let (_, problems) = self.tools(separator, taken);
         let mut out = BTreeMap::new();

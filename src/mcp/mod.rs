@@ -7,7 +7,6 @@ mod builtin;
 pub mod sessions;
 mod stdio;
 
-use std::collections::BTreeSet;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
@@ -100,18 +99,10 @@ impl Mcp {
         }
     }
 
-    /// Whether `name` is one of llmhub's own tools (built-in or a configured prompt tool).
-    fn is_own_name(registry: &Registry, name: &str) -> bool {
-        tools::BUILTIN_NAMES.contains(&name) || registry.tools.contains_key(name)
-    }
-
-    /// Names llmhub's own tools take (built-in and every configured prompt tool).
-    pub(crate) fn own_names(registry: &Registry) -> BTreeSet<String> {
-        tools::BUILTIN_NAMES
-            .iter()
-            .map(|s| s.to_string())
-            .chain(registry.tools.keys().cloned())
-            .collect()
+    /// Whether a name is taken by one of llmhub's own tools (built-in or a configured
+    /// prompt tool): backend tools never take it.
+    pub(crate) fn own_names(registry: &Registry) -> impl Fn(&str) -> bool + '_ {
+        |name| tools::BUILTIN_NAMES.contains(&name) || registry.tools.contains_key(name)
     }
 
     /// The tools a client sees: built-ins, offered prompt tools, then backend tools;
@@ -611,7 +602,7 @@ impl Handler {
         let offer = self.offer(registry, session.as_deref()).map_err(Err)?;
         let backend = offer.view.tool(
             &registry.settings.mcp_tool_separator,
-            |n| Mcp::is_own_name(registry, n),
+            &Mcp::own_names(registry),
             name,
         );
         let server = backend.as_ref().map(|e| e.backend.as_str());

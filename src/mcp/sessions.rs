@@ -3,7 +3,7 @@
 //! in use — their own backend connections (opened on first use, closed when idle) and
 //! their clients, told when what they see changes.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -540,8 +540,9 @@ impl Session {
 
     pub fn status(&self, registry: &Registry, global: &Backends) -> SessionView {
         let separator = &registry.settings.mcp_tool_separator;
-        let taken: BTreeSet<String> = super::Mcp::own_names(registry);
-        let health = self.view(global).health(separator, &taken);
+        let health = self
+            .view(global)
+            .health(separator, &super::Mcp::own_names(registry));
         let open = lock(&self.running).is_some();
         let servers = self
             .record
