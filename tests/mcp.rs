@@ -375,10 +375,12 @@ async fn stdio_serves_builtin_and_prompt_tools_and_prompts() {
         "up/gpt-4o-mini"
     );
     let listed = call(client, "list_models", json!({"group": "smart"})).await;
-    assert_eq!(
-        listed.structured_content.expect("models")["models"][0]["provider"],
-        "up"
-    );
+    // The model reads the same JSON as text, without indentation to pay tokens for.
+    let listed_text = text(&listed);
+    let models = listed.structured_content.expect("models");
+    assert_eq!(models["models"][0]["provider"], "up");
+    assert_eq!(listed_text, models.to_string());
+    assert!(!listed_text.contains('\n'), "compact: {listed_text}");
     let active = call(client, "list_active_tools", json!({})).await;
     let active = active.structured_content.expect("tools");
     let review = active["tools"]

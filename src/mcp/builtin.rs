@@ -131,8 +131,10 @@ pub fn tools(registry: &Registry) -> Vec<Tool> {
     ]
 }
 
-fn json_result(value: Value) -> CallToolResponse {
-    let text = serde_json::to_string_pretty(&value).unwrap_or_default();
+/// A built-in tool's answer: `structuredContent`, and the same JSON as compact text for
+/// the model (indentation would cost it tokens and say nothing more).
+pub(crate) fn json_result(value: Value) -> CallToolResponse {
+    let text = value.to_string();
     let mut result = CallToolResult::success(vec![ContentBlock::text(text)]);
     result.structured_content = Some(value);
     result.into()

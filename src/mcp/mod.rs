@@ -1121,13 +1121,7 @@ async fn get_usage(hub: &Hub, principal: &Principal, args: &Value) -> CallToolRe
         Err(why) => return tool_error(why),
     };
     match store.usage(&query).await {
-        Ok(rows) => {
-            let report = crate::store::report_json(period, &query, &rows);
-            let text = serde_json::to_string_pretty(&report).unwrap_or_default();
-            let mut result = CallToolResult::success(vec![ContentBlock::text(text)]);
-            result.structured_content = Some(report);
-            result.into()
-        }
+        Ok(rows) => builtin::json_result(crate::store::report_json(period, &query, &rows)),
         Err(e) => tool_error(e.to_string()),
     }
 }
