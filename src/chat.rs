@@ -26,6 +26,13 @@ pub struct ChatRequest {
     pub stream_options: Option<StreamOptions>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+    /// The client's JSON text this request was read from, while the fields still say
+    /// what it says (the model id and the stream fields aside, which every adapter sets
+    /// itself): OpenAI-compatible upstreams get this text with just those replaced, so
+    /// a long context is not escaped and written again. A change to any other field
+    /// clears it.
+    #[serde(skip)]
+    pub text: Option<Bytes>,
 }
 
 impl ChatRequest {
@@ -40,6 +47,7 @@ impl ChatRequest {
     /// Adds the provider's system prompt, as its file says: merged into the first
     /// system message, or prepended as a message of its own.
     pub fn apply_system_prompt(&mut self, text: String, mode: SystemPromptMode) {
+        self.text = None;
         let existing = self
             .messages
             .iter_mut()

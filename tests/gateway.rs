@@ -512,6 +512,62 @@ async fn system_prompt_templates_are_merged_or_prepended() {
 }
 
 #[tokio::test]
+async fn an_openai_compatible_upstream_gets_the_request_as_the_client_wrote_it() {
+    let up = Mock::ok().await;
+    let cfg = ConfigDir::new(HUB);
+    cfg.provider("up", &up.url, "models = [\"m\"]");
+    cfg.provider(
+        "ruled",
+        &up.url,
+        "models = [\"r\"]\nsystem_prompt = \"Rules.\"",
+    );
+    let server = Server::start(&cfg).await;
+    // Escapes, a number past what f64 holds, a spelling of 0.7, member order: all as
+    // written. Only the model id (the provider's) and the stream fields (llmhub's) change.
+    let messages = r#"[{"role": "user", "content": "caf\u00e9 \"quoted\""}]"#;
+    let rest = r#""seed": 123456789012345678901234567890, "temperature": 0.70, "metadata": {"b": 1, "a": 2}"#;
+    // Between members the separators are llmhub's; a member is copied whole.
+    let sent = format!(
+        r#"{{"model":"m","messages": {messages},"seed": 123456789012345678901234567890,"temperature": 0.70,"metadata": {{"b": 1, "a": 2}}"#
+    );
+    let resp = server
+        .chat_text(format!(
+            r#"{{"model": "up/m", "messages": {messages}, {rest}, "stream": false}}"#
+        ))
+        .await;
+    assert_eq!(resp.status(), 200);
+    let resp = server
+        .chat_text(format!(
+            r#"{{"stream": true, "model": "up/m", "messages": {messages}, {rest}}}"#
+        ))
+        .await;
+    assert_eq!(resp.status(), 200);
+    assert!(
+        resp.text()
+            .await
+            .expect("body")
+            .ends_with("data: [DONE]\n\n")
+    );
+    let seen = up.seen();
+    let text = |i: usize| String::from_utf8(seen[i].text.to_vec()).expect("utf-8");
+    assert_eq!(text(0), format!("{sent}}}"));
+    assert_eq!(
+        text(1),
+        format!(r#"{sent},"stream":true,"stream_options":{{"include_usage":true}}}}"#)
+    );
+    // A provider's system prompt changes the messages: the request is written anew.
+    let resp = server
+        .chat_text(r#"{"model": "ruled/r", "messages": [{"role": "user", "content": "hi"}], "temperature": 0.70}"#)
+        .await;
+    assert_eq!(resp.status(), 200);
+    let ruled = &up.seen()[2];
+    assert_eq!(ruled.body["messages"][0]["content"], "Rules.");
+    assert_eq!(ruled.body["messages"][1]["content"], "hi");
+    assert_eq!(ruled.body["model"], "r");
+    assert_eq!(ruled.body["temperature"], 0.7);
+}
+
+#[tokio::test]
 async fn bad_requests_get_openai_shaped_errors_with_the_right_status() {
     let cfg = ConfigDir::new("[server]\nmax_body_bytes = 2048\n");
     cfg.write(
@@ -519,14 +575,6 @@ async fn bad_requests_get_openai_shaped_errors_with_the_right_status() {
         "adapter = \"echo\"\nmodels = [\"echo\"]\n",
     );
     let server = Server::start(&cfg).await;
-    let post = |body: String| {
-        server
-            .client
-            .post(format!("{}/v1/chat/completions", server.url))
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-    };
     let cases: Vec<(String, u16, &str, Option<&str>)> = vec![
         ("{not json".into(), 400, "invalid_json", None),
         (
@@ -570,7 +618,7 @@ async fn bad_requests_get_openai_shaped_errors_with_the_right_status() {
         ),
     ];
     for (body, status, code, param) in cases {
-        let resp = post(body.clone()).await.expect("send");
+        let resp = server.chat_text(body.clone()).await;
         assert_eq!(resp.status().as_u16(), status, "{body:.80}");
         let got: Value = resp.json().await.expect("json error body");
         assert_eq!(got["error"]["code"], code, "{body:.80}");

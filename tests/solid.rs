@@ -299,14 +299,7 @@ async fn a_body_that_is_not_a_request_object_is_explained_in_plain_words() {
             "not valid JSON",
         ),
     ] {
-        let resp = server
-            .client
-            .post(format!("{}/v1/chat/completions", server.url))
-            .header("content-type", "application/json")
-            .body(body.to_string())
-            .send()
-            .await
-            .expect("send");
+        let resp = server.chat_text(body.to_string()).await;
         assert_eq!(resp.status(), 400, "{body:.60}");
         let got: Value = resp.json().await.expect("a JSON error");
         let message = got["error"]["message"].as_str().unwrap_or_default();

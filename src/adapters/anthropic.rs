@@ -21,29 +21,26 @@ pub const DEFAULT_MAX_TOKENS: u64 = 4096;
 pub const JSON_TOOL: &str = "structured_output";
 
 pub async fn chat(call: Call<'_>) -> Result<Completion, ProviderError> {
-    let (request, response) = send(&call, false).await?;
-    let json_mode = request.response_format()? != ResponseFormat::Text;
+    let response = send(&call, false).await?;
+    let json_mode = call.request.response_format()? != ResponseFormat::Text;
     let reply = wire::json(response, call.provider.timeout).await?;
     let openai = from_wire(&reply, super::unix_now(), json_mode)?;
     Ok(Completion::of_value(&openai))
 }
 
 pub async fn chat_stream(call: Call<'_>) -> Result<ChunkStream, ProviderError> {
-    let (request, response) = send(&call, true).await?;
-    let json_mode = request.response_format()? != ResponseFormat::Text;
-    let translator = StreamTranslator::new(request.include_usage(), json_mode, super::unix_now());
+    let response = send(&call, true).await?;
+    let json_mode = call.request.response_format()? != ResponseFormat::Text;
+    let translator =
+        StreamTranslator::new(call.request.include_usage(), json_mode, super::unix_now());
     Ok(super::sse::translate(response, call.provider, translator))
 }
 
-/// Translates and sends the request; the prepared request comes back for the reply's translation.
-async fn send(
-    call: &Call<'_>,
-    stream: bool,
-) -> Result<(ChatRequest, crate::upstream::Response), ProviderError> {
+/// Translates and sends the request.
+async fn send(call: &Call<'_>, stream: bool) -> Result<crate::upstream::Response, ProviderError> {
     let request = call.prepared()?;
     let body = to_wire(&request, call.model, default_max_tokens(call), stream)?;
-    let response = post(call, "/v1/messages", &body, None, None, stream).await?;
-    Ok((request, response))
+    post(call, "/v1/messages", &body, None, None, stream).await
 }
 
 /// POSTs `body` to one of the provider's Messages API paths with its key and the

@@ -19,24 +19,22 @@ use crate::chat::{
 pub const SKIP_SIGNATURE: &str = "skip_thought_signature_validator";
 
 pub async fn chat(call: Call<'_>) -> Result<Completion, ProviderError> {
-    let (_, response) = send(&call, "generateContent").await?;
+    let response = send(&call, "generateContent").await?;
     let reply = wire::json(response, call.provider.timeout).await?;
     let openai = from_wire(&reply, call.model, super::unix_now())?;
     Ok(Completion::of_value(&openai))
 }
 
 pub async fn chat_stream(call: Call<'_>) -> Result<ChunkStream, ProviderError> {
-    let (request, response) = send(&call, "streamGenerateContent?alt=sse").await?;
-    let translator = StreamTranslator::new(call.model, request.include_usage(), super::unix_now());
+    let response = send(&call, "streamGenerateContent?alt=sse").await?;
+    let translator =
+        StreamTranslator::new(call.model, call.request.include_usage(), super::unix_now());
     Ok(super::sse::translate(response, call.provider, translator))
 }
 
 /// Translates and sends the request to `models/{model}:{method}`, key in a header (never
 /// the `?key=` parameter: URLs end up in logs).
-async fn send(
-    call: &Call<'_>,
-    method: &str,
-) -> Result<(ChatRequest, crate::upstream::Response), ProviderError> {
+async fn send(call: &Call<'_>, method: &str) -> Result<crate::upstream::Response, ProviderError> {
     let request = call.prepared()?;
     let body = to_wire(&request, call.model)?;
     let url = wire::url(&format!(
@@ -45,8 +43,7 @@ async fn send(
     ))?;
     let builder = wire::post(call.http, &url, call.provider, "x-goog-api-key", "", &body);
     let stream = method.starts_with("stream");
-    let response = wire::send(builder, call.provider, stream, error_shape).await?;
-    Ok((request, response))
+    wire::send(builder, call.provider, stream, error_shape).await
 }
 
 /// `models/{model}:countTokens`, given the whole generateContent request so system

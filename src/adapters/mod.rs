@@ -10,6 +10,8 @@ pub mod sse;
 pub mod tokens;
 pub mod wire;
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 use serde_json::Value;
 
@@ -25,29 +27,31 @@ pub struct Call<'a> {
     pub request: &'a ChatRequest,
 }
 
-impl Call<'_> {
-    /// The request as this provider receives it: its model id and its system prompt.
-    pub fn prepared(&self) -> Result<ChatRequest, ProviderError> {
+impl<'a> Call<'a> {
+    /// The request as this provider receives it, with its system prompt: the client's
+    /// own, not a copy, when the provider adds none (a long context is not copied to be
+    /// sent). The model id to send is `self.model`, never the request's.
+    pub fn prepared(&self) -> Result<Cow<'a, ChatRequest>, ProviderError> {
+        let Some(sp) = &self.provider.system_prompt else {
+            return Ok(Cow::Borrowed(self.request));
+        };
+        let today = today();
+        let text = sp
+            .template
+            .render(&serde_json::json!({
+                "provider": self.provider.name,
+                "model": self.model,
+                "today": today,
+            }))
+            .map_err(|e| {
+                ProviderError::Request(format!(
+                    "system_prompt of provider {}: {e}",
+                    self.provider.name
+                ))
+            })?;
         let mut request = self.request.clone();
-        request.model = self.model.to_string();
-        if let Some(sp) = &self.provider.system_prompt {
-            let today = today();
-            let text = sp
-                .template
-                .render(&serde_json::json!({
-                    "provider": self.provider.name,
-                    "model": self.model,
-                    "today": today,
-                }))
-                .map_err(|e| {
-                    ProviderError::Request(format!(
-                        "system_prompt of provider {}: {e}",
-                        self.provider.name
-                    ))
-                })?;
-            request.apply_system_prompt(text, sp.mode);
-        }
-        Ok(request)
+        request.apply_system_prompt(text, sp.mode);
+        Ok(Cow::Owned(request))
     }
 }
 
@@ -83,7 +87,7 @@ pub async fn count_tokens(call: Call<'_>) -> Result<TokenCount, ProviderError> {
 
 /// The local BPE count of what this call would send.
 pub fn estimate(call: &Call<'_>) -> TokenCount {
-    let request = call.prepared().unwrap_or_else(|_| call.request.clone());
+    let request = call.prepared().unwrap_or(Cow::Borrowed(call.request));
     TokenCount {
         input_tokens: tokens::messages(call.model, &request),
         method: "estimate",

@@ -57,7 +57,16 @@ pub fn post(
     prefix: &str,
     body: &impl serde::Serialize,
 ) -> upstream::Request {
-    let mut request = http.post_json(url, body);
+    authorized(http.post_json(url, body), provider, header, prefix)
+}
+
+/// The provider's key (in `header`, after `prefix`) and its configured headers on a request.
+pub fn authorized(
+    mut request: upstream::Request,
+    provider: &Provider,
+    header: &str,
+    prefix: &str,
+) -> upstream::Request {
     if let Some(key) = &provider.key {
         request = request.header(header, format!("{prefix}{}", key.expose()));
     }

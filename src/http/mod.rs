@@ -179,8 +179,8 @@ pub(crate) async fn read_json(
     serde_json::from_slice(&bytes).map_err(|e| invalid_json(&e))
 }
 
-fn parse_request(bytes: &[u8]) -> Result<ChatRequest, ApiError> {
-    let request: ChatRequest = match serde_json::from_slice(bytes) {
+fn parse_request(bytes: &Bytes) -> Result<ChatRequest, ApiError> {
+    let mut request: ChatRequest = match serde_json::from_slice(bytes) {
         Ok(request) => request,
         Err(e) if e.is_syntax() || e.is_eof() => return Err(invalid_json(&e)),
         // Only on this slow path: read the body as plain JSON to say where and what.
@@ -193,6 +193,7 @@ fn parse_request(bytes: &[u8]) -> Result<ChatRequest, ApiError> {
         }
     };
     request.validate().map_err(|e| field_error(&e))?;
+    request.text = Some(bytes.clone());
     Ok(request)
 }
 

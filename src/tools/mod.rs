@@ -144,6 +144,7 @@ pub async fn run(
         stream: None,
         stream_options: None,
         extra,
+        text: None,
     };
     let mut output = complete(hub, registry, &request, tool.timeout, call).await?;
     if let Some(validator) = &tool.output {
@@ -210,6 +211,7 @@ pub fn estimate(registry: &Registry, tool: Option<&PromptTool>, args: &Value) ->
         stream: None,
         stream_options: None,
         extra,
+        text: None,
     };
     let bytes = serde_json::to_vec(args).map_or(0, |v| v.len());
     crate::limits::estimate(registry, &request, bytes + template)
@@ -345,6 +347,7 @@ pub fn count_request(args: &Value) -> Result<(ChatRequest, Option<String>), Argu
                 stream: None,
                 stream_options: None,
                 extra: Map::new(),
+                text: None,
             },
             Some(text.clone()),
         )),
@@ -468,6 +471,7 @@ pub async fn chat_completion(
         stream: None,
         stream_options: None,
         extra,
+        text: None,
     };
     complete(hub, registry, &request, None, call).await
 }

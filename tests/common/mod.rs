@@ -34,6 +34,8 @@ pub struct Seen {
     pub query: String,
     pub headers: HeaderMap,
     pub body: Value,
+    /// The body as it was written.
+    pub text: bytes::Bytes,
     pub at: Instant,
 }
 
@@ -73,6 +75,7 @@ impl Mock {
                         query: parts.uri.query().unwrap_or("").to_string(),
                         headers: parts.headers,
                         body: body.clone(),
+                        text: bytes,
                         at: Instant::now(),
                     });
                     let n = count.fetch_add(1, Ordering::SeqCst);
@@ -304,6 +307,17 @@ impl Server {
         self.client
             .post(format!("{}/v1/chat/completions", self.url))
             .json(&body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// A chat request whose JSON text is exactly `body`.
+    pub async fn chat_text(&self, body: impl Into<String>) -> reqwest::Response {
+        self.client
+            .post(format!("{}/v1/chat/completions", self.url))
+            .header("content-type", "application/json")
+            .body(body.into())
             .send()
             .await
             .expect("request")
