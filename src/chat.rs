@@ -28,9 +28,9 @@ pub struct ChatRequest {
     pub extra: Map<String, Value>,
     /// The client's JSON text this request was read from, while the fields still say
     /// what it says (the model id and the stream fields aside, which every adapter sets
-    /// itself): OpenAI-compatible upstreams get this text with just those replaced, so
-    /// a long context is not escaped and written again. A change to any other field
-    /// clears it.
+    /// itself): OpenAI-compatible upstreams get this text with just those replaced (and
+    /// the messages, when a system prompt changed them), so a long context is not
+    /// escaped and written again. A change to any other field clears it.
     #[serde(skip)]
     pub text: Option<Bytes>,
 }

@@ -30,7 +30,8 @@ pub struct Call<'a> {
 impl<'a> Call<'a> {
     /// The request as this provider receives it, with its system prompt: the client's
     /// own, not a copy, when the provider adds none (a long context is not copied to be
-    /// sent). The model id to send is `self.model`, never the request's.
+    /// sent); a copy differs in its messages alone. The model id to send is
+    /// `self.model`, never the request's.
     pub fn prepared(&self) -> Result<Cow<'a, ChatRequest>, ProviderError> {
         let Some(sp) = &self.provider.system_prompt else {
             return Ok(Cow::Borrowed(self.request));

@@ -2,6 +2,7 @@
 //! DeepSeek, OpenRouter, Together, Ollama, vLLM…): the request goes out nearly
 //! untouched and the reply comes back byte for byte.
 
+use std::borrow::Cow;
 use std::ops::Range;
 
 use bytes::Bytes;
@@ -9,25 +10,33 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::{Call, wire};
-use crate::chat::{ChatRequest, ChunkStream, Completion, Message, ProviderError, StreamOptions};
+use crate::chat::{ChunkStream, Completion, Message, ProviderError, StreamOptions};
 
-/// The body this provider receives: the client's request with this call's model id and
-/// stream fields.
-fn outgoing(call: &Call<'_>, request: &ChatRequest, stream: bool) -> Result<Bytes, ProviderError> {
-    let stream_options = request.stream_options.as_ref().filter(|_| stream);
-    if let Some(body) = request
+/// The body this provider receives: the client's request with this call's model id,
+/// stream fields and (when the provider adds a system prompt) messages.
+fn outgoing(call: &Call<'_>, stream: bool) -> Result<Bytes, ProviderError> {
+    let prepared = call.prepared()?;
+    // `prepared` differs from the client's request in its messages alone, and only when
+    // it is a copy.
+    let messages = match &prepared {
+        Cow::Borrowed(_) => None,
+        Cow::Owned(request) => Some(&request.messages[..]),
+    };
+    let stream_options = prepared.stream_options.as_ref().filter(|_| stream);
+    if let Some(body) = call
+        .request
         .text
         .as_deref()
-        .and_then(|text| spliced(text, call.model, stream, stream_options))
+        .and_then(|text| spliced(text, call.model, messages, stream, stream_options))
     {
         return Ok(body);
     }
     let body = Outgoing {
         model: call.model,
-        messages: &request.messages,
+        messages: &prepared.messages,
         stream: stream.then_some(true),
         stream_options,
-        extra: &request.extra,
+        extra: &prepared.extra,
     };
     serde_json::to_vec(&body)
         .map(Bytes::from)
@@ -47,12 +56,13 @@ struct Outgoing<'a> {
     extra: &'a Map<String, Value>,
 }
 
-/// The client's JSON text with `model` and the stream fields replaced and every other
-/// member copied as it came, in its order, spelled as it was: copying is all a long
-/// context costs. `None` if the text is not a JSON object.
+/// The client's JSON text with `model`, the stream fields and, when given, `messages`
+/// replaced, and every other member copied as it came, in its order, spelled as it was:
+/// copying is all a long context costs. `None` if the text is not a JSON object.
 fn spliced(
     text: &[u8],
     model: &str,
+    messages: Option<&[Message]>,
     stream: bool,
     stream_options: Option<&StreamOptions>,
 ) -> Option<Bytes> {
@@ -60,12 +70,24 @@ fn spliced(
     let mut out = Vec::with_capacity(text.len() + model.len() + 64);
     out.extend_from_slice(b"{\"model\":");
     serde_json::to_writer(&mut out, model).ok()?;
-    for (name, value) in members {
-        if is_one_of(&text[name.clone()], &["model", "stream", "stream_options"]) {
+    let mut messages_written = messages.is_none();
+    for (at, value) in members {
+        let name = &text[at.clone()];
+        if is_one_of(name, &["model", "stream", "stream_options"]) {
             continue;
         }
         out.push(b',');
-        out.extend_from_slice(&text[name.start..value.end]);
+        match messages {
+            Some(messages) if is_one_of(name, &["messages"]) => {
+                out.extend_from_slice(b"\"messages\":");
+                serde_json::to_writer(&mut out, messages).ok()?;
+                messages_written = true;
+            }
+            _ => out.extend_from_slice(&text[at.start..value.end]),
+        }
+    }
+    if !messages_written {
+        return None;
     }
     if stream {
         out.extend_from_slice(b",\"stream\":true");
@@ -177,9 +199,8 @@ fn value_end(text: &[u8], start: usize) -> Option<usize> {
 }
 
 pub async fn chat(call: Call<'_>) -> Result<Completion, ProviderError> {
-    let request = call.prepared()?;
     let response = wire::send(
-        post(&call, outgoing(&call, &request, false)?)?,
+        post(&call, outgoing(&call, false)?)?,
         call.provider,
         false,
         wire::same_shape,
@@ -191,9 +212,8 @@ pub async fn chat(call: Call<'_>) -> Result<Completion, ProviderError> {
 }
 
 pub async fn chat_stream(call: Call<'_>) -> Result<ChunkStream, ProviderError> {
-    let request = call.prepared()?;
     let response = wire::send(
-        post(&call, outgoing(&call, &request, true)?)?,
+        post(&call, outgoing(&call, true)?)?,
         call.provider,
         true,
         wire::same_shape,
@@ -231,7 +251,7 @@ mod tests {
             extra: Map::new(),
         };
         let options = stream.then_some(&options);
-        spliced(text.as_bytes(), "m", stream, options)
+        spliced(text.as_bytes(), "m", None, stream, options)
             .map(|b| String::from_utf8(b.to_vec()).expect("utf-8"))
     }
 
@@ -256,6 +276,26 @@ mod tests {
             r#"{"model":"m","caf\u00e9":1,"stream":true,"stream_options":{"include_usage":true}}"#
         );
         assert_eq!(splice("{}", false).as_deref(), Some(r#"{"model":"m"}"#));
+    }
+
+    #[test]
+    fn messages_given_replace_the_written_ones_and_nothing_else() {
+        let messages = [
+            Message::text("system", "Rules.".into()),
+            Message::text("user", "hi".into()),
+        ];
+        let text =
+            br#"{"seed": 1e400, "messages": [{"role": "user", "content": "hi"}], "model": "x"}"#;
+        let out = spliced(text, "m", Some(&messages), false, None).expect("an object");
+        assert_eq!(
+            String::from_utf8(out.to_vec()).expect("utf-8"),
+            r#"{"model":"m","seed": 1e400,"messages":[{"role":"system","content":"Rules."},{"role":"user","content":"hi"}]}"#
+        );
+        // Without a member to replace, the messages would be lost: written from fields.
+        assert_eq!(
+            spliced(br#"{"model":"x"}"#, "m", Some(&messages), false, None),
+            None
+        );
     }
 
     #[test]
