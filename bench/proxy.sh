@@ -53,55 +53,44 @@ for i in $(seq 1000); do
 done > "$work/static/chunks.sse"
 printf 'data: {"id":"chatcmpl-bench","object":"chat.completion.chunk","created":1760000000,"model":"bench-model","choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":null}\n\n' >> "$work/static/chunks.sse"
 printf 'data: {"id":"chatcmpl-bench","object":"chat.completion.chunk","created":1760000000,"model":"bench-model","choices":[],"usage":{"prompt_tokens":19,"completion_tokens":1000,"total_tokens":1019}}\n\ndata: [DONE]\n\n' >> "$work/static/chunks.sse"
-cat > "$work/nginx.conf" <<CONF
-worker_processes auto;
-error_log logs/error.log warn;
-pid logs/nginx.pid;
-events { worker_connections 1024; }
-http {
-  access_log off;
+# nginx.conf around the blocks of its http section ($1).
+nginx_conf() {
+  printf 'worker_processes auto;\nerror_log logs/error.log warn;\npid logs/nginx.pid;\nevents { worker_connections 1024; }\nhttp {\n  access_log off;\n%s}\n' "$1"
+}
+# A proxy of the chat upstream on port $1 and of the stream upstream on port $2.
+proxies() {
+  cat <<BLOCKS
   upstream up { server 127.0.0.1:$up_port; keepalive 64; }
+  server {
+    listen 127.0.0.1:$1;
+    location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
+  upstream stream_up { server 127.0.0.1:$stream_port; keepalive 64; }
+  server {
+    listen 127.0.0.1:$2;
+    location / { proxy_pass http://stream_up; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; }
+  }
+BLOCKS
+}
+upstreams=$(cat <<BLOCKS
   server {
     listen 127.0.0.1:$up_port;
     location / { default_type application/json; return 200 '$reply'; }
   }
   server {
-    listen 127.0.0.1:$proxy_port;
-    location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; }
-  }
-  upstream stream_up { server 127.0.0.1:$stream_port; keepalive 64; }
-  server {
     listen 127.0.0.1:$stream_port;
     # Any POST gets the SSE file (the static module answers POST with 405; turn it into the file).
     location / { root $work/static; default_type text/event-stream; try_files /chunks.sse =404; error_page 405 =200 \$uri; }
   }
-  server {
-    listen 127.0.0.1:$stream_proxy_port;
-    location / { proxy_pass http://stream_up; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; }
-  }
-}
-CONF
+BLOCKS
+)
+nginx_conf "$upstreams
+$(proxies "$proxy_port" "$stream_proxy_port")
+" > "$work/nginx.conf"
 "$NGINX" -p "$work" -c nginx.conf
 mkdir -p "$work/proxy/logs"
-cat > "$work/proxy/nginx.conf" <<CONF
-worker_processes auto;
-error_log logs/error.log warn;
-pid logs/nginx.pid;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  upstream up { server 127.0.0.1:$up_port; keepalive 64; }
-  server {
-    listen 127.0.0.1:$own_proxy_port;
-    location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; }
-  }
-  upstream stream_up { server 127.0.0.1:$stream_port; keepalive 64; }
-  server {
-    listen 127.0.0.1:$own_stream_proxy_port;
-    location / { proxy_pass http://stream_up; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; }
-  }
-}
-CONF
+nginx_conf "$(proxies "$own_proxy_port" "$own_stream_proxy_port")
+" > "$work/proxy/nginx.conf"
 "$NGINX" -p "$work/proxy" -c nginx.conf
 
 hub_config "$work/hub" "$hub_addr" "$up_port"

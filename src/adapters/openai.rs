@@ -143,10 +143,12 @@ fn members(text: &[u8]) -> Option<Vec<(Range<usize>, Range<usize>)>> {
 }
 
 fn skip_space(text: &[u8], from: usize) -> usize {
-    from + text[from.min(text.len())..]
-        .iter()
-        .take_while(|b| b.is_ascii_whitespace())
-        .count()
+    text.len()
+        - text
+            .get(from..)
+            .unwrap_or_default()
+            .trim_ascii_start()
+            .len()
 }
 
 /// Where the string opening at `start` ends (after its closing quote).
